@@ -82,7 +82,10 @@ def check_spec_files(paths: list[str]) -> Compilation:
 
 def _walk(node: dict, path: tuple):
     """Yields (transform, json path, sibling transforms) for every transform."""
-    for i, child in enumerate(node.get("transforms") or ()):
+    children = node.get("transforms")
+    for i, child in enumerate(children if isinstance(children, list) else ()):
+        if not isinstance(child, dict):
+            continue  # the schema check reported it
         child_path = path + ("transforms", i)
         yield child, child_path, node["transforms"]
         yield from _walk(child, child_path)
@@ -133,11 +136,13 @@ def compile_pipeline(path: str, variables: dict[str, Any] | None = None) -> Comp
     if doc is None:
         return Compilation(diagnostics, pipeline_dir=pipeline_dir)
     diagnostics = validate(doc, load_schema("pipeline.schema.json"))
-    if diagnostics:
+    if not isinstance(doc.data, dict) or not isinstance(doc.data.get("pipeline"), dict):
         return Compilation(diagnostics, pipeline_dir=pipeline_dir)
 
     spec_paths: list[str] = []
     for i, spec in enumerate(doc.data.get("specs") or ()):
+        if not isinstance(spec, str):
+            continue  # the schema check reported it
         spec_path = os.path.join(os.path.dirname(path), spec)
         if not os.path.exists(spec_path):
             diagnostics.append(
@@ -168,6 +173,8 @@ def _check_transforms(
     out = []
     for transform, path, siblings in _walk(doc.data["pipeline"], ("pipeline",)):
         kind = transform.get("type")
+        if not isinstance(kind, str):
+            continue  # the schema check reported it
         if kind not in known:
             out.append(doc.source.diagnostic(
                 "E105", f"unknown transform type '{kind}'", doc.span(path + ("type",)),
@@ -177,7 +184,8 @@ def _check_transforms(
             continue
         if kind not in declared:
             continue
-        for key in sorted(set(transform.get("config") or {}) - RUNTIME_OPTIONS):
+        config = transform.get("config")
+        for key in sorted(set(config if isinstance(config, dict) else ()) - RUNTIME_OPTIONS):
             out.append(doc.source.diagnostic(
                 "E106", f"'{kind}' is declared in a spec and takes no config key '{key}'",
                 doc.span(path + ("config", key)),

@@ -40,7 +40,8 @@ def _variables(pairs: Sequence[str]) -> dict[str, str]:
 
 def _report(diagnostics: list[Diagnostic], fmt: str, out: TextIO) -> None:
     diagnostics = sorted(
-        diagnostics, key=lambda d: (d.file, d.span.line if d.span else 0, d.span.column if d.span else 0)
+        diagnostics,
+        key=lambda d: (d.file, d.span.line if d.span else 0, d.span.column if d.span else 0),
     )
     if fmt == "json":
         json.dump([d.to_json() for d in diagnostics], out, indent=2)
@@ -124,27 +125,40 @@ def build_parser() -> argparse.ArgumentParser:
     lint = sub.add_parser("lint", help="check .bdsl specs and pipeline.yaml files")
     lint.add_argument("files", nargs="+", help=".bdsl specs (checked together) or pipeline.yaml")
     lint.add_argument("--format", choices=("text", "json"), default="text")
-    lint.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
-                      help="a Jinja variable for pipeline.yaml (repeatable)")
+    lint.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a Jinja variable for pipeline.yaml (repeatable)",
+    )
     lint.set_defaults(func=cmd_lint)
 
     comp = sub.add_parser("compile", help="write plain Beam YAML for a pipeline.yaml")
     comp.add_argument("pipeline")
     comp.add_argument("-o", "--output", help="output file (default: standard output)")
-    comp.add_argument("--format", choices=("text", "json"), default="text",
-                      help="format of diagnostics")
+    comp.add_argument(
+        "--format", choices=("text", "json"), default="text", help="format of diagnostics"
+    )
     comp.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
     comp.set_defaults(func=cmd_compile)
 
     run = sub.add_parser(
-        "run", help="run a pipeline.yaml (in-process by default)",
+        "run",
+        help="run a pipeline.yaml (in-process by default)",
         epilog="Any other --flag is passed to Beam as a pipeline option.",
     )
     run.add_argument("pipeline")
-    run.add_argument("--runner", default="FnApiRunner",
-                     help="FnApiRunner (in-process, default), DaskRunner, or any Beam runner")
-    run.add_argument("--dask_address", default=None,
-                     help="Dask scheduler address for DaskRunner (default: a local cluster)")
+    run.add_argument(
+        "--runner",
+        default="FnApiRunner",
+        help="FnApiRunner (in-process, default), DaskRunner, or any Beam runner",
+    )
+    run.add_argument(
+        "--dask_address",
+        default=None,
+        help="Dask scheduler address for DaskRunner (default: a local cluster)",
+    )
     run.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     run.set_defaults(func=cmd_run)
@@ -178,14 +192,18 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         print(f"beam_dsl: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
-        print(f"beam_dsl: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-              file=sys.stderr)
+        print(
+            f"beam_dsl: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     except DiagnosticError as exc:
         _report(exc.diagnostics, getattr(args, "format", "text"), sys.stderr)
         return EXIT_DIAGNOSTICS
     except Exception:  # a bug in beam_dsl or a failure inside the pipeline run
         traceback.print_exc()
-        print("beam_dsl: internal error (exit 123); please report it with the trace above",
-              file=sys.stderr)
+        print(
+            "beam_dsl: internal error (exit 123); please report it with the trace above",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL

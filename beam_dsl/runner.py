@@ -161,18 +161,39 @@ def _make_runner(name: str, dask_address: str | None, stack: contextlib.ExitStac
 
         return FnApiRunner(), []
     if name == "DaskRunner":
-        from apache_beam.runners.dask.dask_runner import DaskRunner
-
         if dask_address is None:
             from distributed import LocalCluster
 
             cluster = stack.enter_context(
-                LocalCluster(n_workers=min(2, os.cpu_count() or 1), threads_per_worker=1,
-                             processes=True, dashboard_address=None)
+                LocalCluster(
+                    n_workers=min(2, os.cpu_count() or 1),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
             )
             dask_address = cluster.scheduler_address
-        return DaskRunner(), [f"--dask_client_address={dask_address}"]
+        from beam_dsl.transforms.dask_io import AllSinksDaskRunner
+
+        return AllSinksDaskRunner(), [f"--dask_client_address={dask_address}"]
     return name, []
+
+
+def _runner_providers(runner: str) -> dict:
+    """Transform overrides a runner needs (see beam_dsl.transforms.dask_io)."""
+    if runner != "DaskRunner":
+        return {}
+    from apache_beam.yaml.yaml_provider import InlineProvider
+
+    from beam_dsl.transforms import dask_io
+
+    return InlineProvider(
+        {
+            "ReadFromCsv": dask_io.ReadFromCsv,
+            "WriteToJson": dask_io.WriteToJson,
+            "WriteToCsv": dask_io.WriteToCsv,
+        }
+    )
 
 
 def run_pipeline(
@@ -198,9 +219,16 @@ def run_pipeline(
         runner_obj, extra_args = _make_runner(runner, dask_address, stack)
         options = PipelineOptions([*beam_args, *extra_args])
         pipeline = beam.Pipeline(runner=runner_obj, options=options)
-        yaml_transform.expand_pipeline(pipeline, compilation.yaml_text)
+        yaml_transform.expand_pipeline(
+            pipeline, compilation.yaml_text, providers=_runner_providers(runner)
+        )
         _count_rows(pipeline)
         with _progress(progress):
             result = pipeline.run()
-            result.wait_until_finish()
+            try:
+                result.wait_until_finish()
+            finally:
+                client = getattr(result, "client", None)  # DaskRunner leaves its client open
+                if client is not None:
+                    client.close()
     return _summary(result, time.monotonic() - start)

@@ -36,7 +36,15 @@ def test_lint_json_format_lists_every_diagnostic(capsys):
     assert len(items) == 20
     first = items[0]
     assert set(first) == {
-        "code", "severity", "message", "file", "line", "column", "end_line", "end_column", "hint"
+        "code",
+        "severity",
+        "message",
+        "file",
+        "line",
+        "column",
+        "end_line",
+        "end_column",
+        "hint",
     }
     assert {i["code"] for i in items} >= {"E201", "E202", "E205", "E208", "E213", "E214"}
 
@@ -94,21 +102,28 @@ def test_lint_and_compile_import_no_heavy_libraries():
         "from beam_dsl.cli import main\n"
         f"assert main(['lint', {pipeline!r}]) == 0\n"
         f"assert main(['compile', {pipeline!r}, '-o', '/dev/null']) == 0\n"
-        "heavy = [m for m in ('apache_beam', 'sklearn', 'torch', 'transformers') if m in sys.modules]\n"
-        "print('HEAVY', heavy)\n"
+        "heavy = ('apache_beam', 'sklearn', 'torch', 'transformers')\n"
+        "print('HEAVY', [m for m in heavy if m in sys.modules])\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=os.path.dirname(pipeline)
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(pipeline),
     )
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout
 
 
-@pytest.mark.skipif(not os.path.exists(LANGUAGE_MD), reason="shared/design/LANGUAGE.md not beside the repo")
+@pytest.mark.skipif(
+    not os.path.exists(LANGUAGE_MD), reason="shared/design/LANGUAGE.md not beside the repo"
+)
 def test_language_md_examples_are_the_golden_spec():
     """The bdsl blocks of LANGUAGE.md, in order, are exactly tests/golden/compile/language_md."""
     with open(LANGUAGE_MD, encoding="utf-8") as f:
         blocks = re.findall(r"```bdsl\n(.*?)```", f.read(), re.S)
-    with open(os.path.join(GOLDEN, "compile", "language_md", "language.bdsl"), encoding="utf-8") as f:
+    with open(
+        os.path.join(GOLDEN, "compile", "language_md", "language.bdsl"), encoding="utf-8"
+    ) as f:
         golden = f.read()
     assert golden.split("\n", 1)[1] == "\n".join(blocks)

@@ -18,7 +18,8 @@ ERRORS = os.path.join(HERE, "errors")
 
 def _cases(root: str, suffix: str) -> list[str]:
     return sorted(
-        name for name in os.listdir(root)
+        name
+        for name in os.listdir(root)
         if name.endswith(suffix) or os.path.isdir(os.path.join(root, name))
     )
 

@@ -168,9 +168,7 @@ class Checker:
     def _duration(self, lit: ast.Literal | None, what: str) -> float | None:
         if lit is None:
             return None
-        seconds = (
-            duration_seconds(lit.value, lit.unit) if lit.kind == "quantity" else None
-        )
+        seconds = duration_seconds(lit.value, lit.unit) if lit.kind == "quantity" else None
         if seconds is None or seconds <= 0:
             self.ctx.error(
                 "E211",
@@ -215,7 +213,9 @@ class Checker:
                 self._literal_value(item, what)
         elif not isinstance(value, ast.Literal):
             self.ctx.error(
-                "E226", f"arguments of {what} must be literals", value.span,
+                "E226",
+                f"arguments of {what} must be literals",
+                value.span,
                 "use numbers, strings, true/false/null or tuples of them",
             )
 
@@ -228,7 +228,9 @@ class Checker:
             func = node.func.lower()
             if func not in FUNCTIONS:
                 self.ctx.error(
-                    "E225", f"unknown function '{node.func}' in {what}", node.span,
+                    "E225",
+                    f"unknown function '{node.func}' in {what}",
+                    node.span,
                     did_you_mean(func, FUNCTIONS),
                 )
             else:
@@ -259,7 +261,9 @@ class Checker:
             value = kwarg.value
             if kwarg.name not in HINTS:
                 self.ctx.error(
-                    "E223", f"unknown hint '{kwarg.name}'", kwarg.span,
+                    "E223",
+                    f"unknown hint '{kwarg.name}'",
+                    kwarg.span,
                     did_you_mean(kwarg.name, HINTS) or f"hints are {', '.join(HINTS)}",
                 )
             elif kwarg.name == "min_ram":
@@ -270,7 +274,9 @@ class Checker:
                 )
                 if not ok:
                     self.ctx.error(
-                        "E212", "malformed size in min_ram", value.span,
+                        "E212",
+                        "malformed size in min_ram",
+                        value.span,
                         "write a size such as '8GB' or 512MB",
                     )
             elif kwarg.name == "cpu_count" and not (
@@ -290,7 +296,9 @@ class Checker:
         if stmt is None:
             models = [n for n, s in self.ctx.statements.items() if isinstance(s, ast.Model)]
             self.ctx.error(
-                "E203", f"unknown model '{ident.name}' in {what}", ident.span,
+                "E203",
+                f"unknown model '{ident.name}' in {what}",
+                ident.span,
                 did_you_mean(ident.name, models),
             )
             return None
@@ -346,7 +354,9 @@ class Checker:
             for encoder in encode.encoders:
                 if encoder.name.name.lower() not in ENCODERS:
                     self.ctx.error(
-                        "E218", f"unknown encoder '{encoder.name.name}'", encoder.name.span,
+                        "E218",
+                        f"unknown encoder '{encoder.name.name}'",
+                        encoder.name.span,
                         did_you_mean(encoder.name.name.lower(), ENCODERS)
                         or f"encoders are {', '.join(ENCODERS)}",
                     )
@@ -365,7 +375,9 @@ class Checker:
         for metric in metrics.metrics if metrics else ():
             if metric.name not in METRICS:
                 self.ctx.error(
-                    "E208", f"unknown metric '{metric.name}'", metric.span,
+                    "E208",
+                    f"unknown metric '{metric.name}'",
+                    metric.span,
                     did_you_mean(metric.name, METRICS) or f"metrics are {', '.join(METRICS)}",
                 )
         min_rows = stmt.get(ast.MinRowsClause)
@@ -406,14 +418,17 @@ class Checker:
             self._missing(stmt, "framework (SKLEARN, PYTORCH, HUGGINGFACE, ONNX or CUSTOM)")
         elif framework is not None and custom is not None:
             self.ctx.error(
-                "E217", "a MODEL has one framework; CUSTOM cannot follow " + framework.keyword,
+                "E217",
+                "a MODEL has one framework; CUSTOM cannot follow " + framework.keyword,
                 custom.span,
             )
         name = framework.framework if framework else "custom"
         if framework:
             self._key_path(stmt, framework.path, stmt.get(ast.PerClause) is not None)
         elif stmt.get(ast.PerClause) is not None:
-            self.ctx.error("E217", "PER needs a model path with {key}", stmt.get(ast.PerClause).span)
+            self.ctx.error(
+                "E217", "PER needs a model path with {key}", stmt.get(ast.PerClause).span
+            )
         cls = stmt.get(ast.ClassClause)
         if cls is not None:
             if name != "pytorch":
@@ -433,7 +448,8 @@ class Checker:
             target = self._model_ref(fallback.model, "FALLBACK")
             if target is not None and self._fallback_cycle(stmt):
                 self.ctx.error(
-                    "E204", f"FALLBACK of '{stmt.name.name}' leads back to itself",
+                    "E204",
+                    f"FALLBACK of '{stmt.name.name}' leads back to itself",
                     fallback.model.span,
                 )
         inputs = stmt.get(ast.InputClause)
@@ -445,14 +461,17 @@ class Checker:
                 self.ctx.error("E220", "BATCH sizes must be at least 1", batch.span)
             elif batch.max_size is not None and batch.max_size < batch.min_size:
                 self.ctx.error(
-                    "E220", f"BATCH {batch.min_size} TO {batch.max_size}: max is below min",
+                    "E220",
+                    f"BATCH {batch.min_size} TO {batch.max_size}: max is below min",
                     batch.span,
                 )
             self._duration(batch.wait, "BATCH WAIT")
         device = stmt.get(ast.DeviceClause)
         if device and device.device.name.lower() not in DEVICES:
             self.ctx.error(
-                "E222", f"unknown device '{device.device.name}'", device.device.span,
+                "E222",
+                f"unknown device '{device.device.name}'",
+                device.device.span,
                 "DEVICE is GPU, CPU or AUTO",
             )
         refresh = stmt.get(ast.RefreshClause)
@@ -481,12 +500,14 @@ class Checker:
     def check_Ensemble(self, stmt: ast.Ensemble) -> None:
         steps = stmt.all(ast.StepClause)
         forms = [
-            c for c in (
+            c
+            for c in (
                 steps[0] if steps else None,
                 stmt.get(ast.SplitClause),
                 stmt.get(ast.CascadeClause),
                 stmt.get(ast.SwitchClause),
-            ) if c is not None
+            )
+            if c is not None
         ]
         if not forms:
             self._missing(stmt, "STEP, SPLIT, CASCADE or SWITCH")
@@ -500,7 +521,9 @@ class Checker:
         for step in steps:
             if step.name.name in bindings:
                 self.ctx.error(
-                    "E202", f"duplicate step '{step.name.name}'", step.name.span,
+                    "E202",
+                    f"duplicate step '{step.name.name}'",
+                    step.name.span,
                     f"the first one is on line {bindings[step.name.name].span.line}",
                 )
                 continue
@@ -512,7 +535,9 @@ class Checker:
                     self._columns([ast.Ident(arg.span, arg.name)], f"STEP {step.name.name}")
                 elif arg.qualifier is not None and arg.qualifier not in bindings:
                     self.ctx.error(
-                        "E221", f"unknown step '{arg.qualifier}'", arg.span,
+                        "E221",
+                        f"unknown step '{arg.qualifier}'",
+                        arg.span,
                         did_you_mean(arg.qualifier, bindings),
                     )
         self._step_cycles(bindings)
@@ -521,7 +546,9 @@ class Checker:
             self._missing(stmt, "OUTPUT")
         if combine is not None:
             if not steps:
-                self.ctx.error("E217", "OUTPUT combines STEPs; this ENSEMBLE has none", combine.span)
+                self.ctx.error(
+                    "E217", "OUTPUT combines STEPs; this ENSEMBLE has none", combine.span
+                )
             else:
                 self._combiner(combine.value, bindings)
         split = stmt.get(ast.SplitClause)
@@ -549,7 +576,8 @@ class Checker:
                 self._model_ref(arm.model, "CASCADE")
                 if arm.when is None and i < len(cascade.arms) - 1:
                     self.ctx.error(
-                        "E205", f"CASCADE arm '{arm.model.name}' needs a WHEN (only the last may omit it)",
+                        "E205",
+                        f"CASCADE arm '{arm.model.name}' needs a WHEN (only the last may omit it)",
                         arm.span,
                     )
                 if arm.when is not None:
@@ -566,7 +594,9 @@ class Checker:
         fraction = percent_fraction(lit.value, lit.unit) if lit.kind == "quantity" else None
         if fraction is None or not 0 < fraction <= 1:
             self.ctx.error(
-                "E213", f"malformed percentage '{lit.text}' in SPLIT", lit.span,
+                "E213",
+                f"malformed percentage '{lit.text}' in SPLIT",
+                lit.span,
                 "write a share such as 90%",
             )
             return None
@@ -577,7 +607,9 @@ class Checker:
         if isinstance(node, ast.ColumnRef) and node.qualifier is not None:
             if node.qualifier not in models:
                 self.ctx.error(
-                    "E203", f"unknown model '{node.qualifier}' in {what} WHEN", node.span,
+                    "E203",
+                    f"unknown model '{node.qualifier}' in {what} WHEN",
+                    node.span,
                     did_you_mean(node.qualifier, models),
                 )
             return
@@ -595,10 +627,11 @@ class Checker:
             if state.get(name) == 2:
                 return
             if state.get(name) == 1:
-                cycle = path[path.index(name):] + [name]
+                cycle = path[path.index(name) :] + [name]
                 step = bindings[name]
                 self.ctx.error(
-                    "E204", "steps depend on each other in a cycle: " + " -> ".join(cycle),
+                    "E204",
+                    "steps depend on each other in a cycle: " + " -> ".join(cycle),
                     step.span,
                 )
                 return
@@ -614,7 +647,9 @@ class Checker:
         if isinstance(value, ast.ColumnRef):
             if value.dotted not in bindings:
                 self.ctx.error(
-                    "E221", f"unknown step '{value.dotted}' in OUTPUT", value.span,
+                    "E221",
+                    f"unknown step '{value.dotted}' in OUTPUT",
+                    value.span,
                     did_you_mean(value.dotted, bindings),
                 )
             return
@@ -623,7 +658,9 @@ class Checker:
             return
         if value.func not in COMBINERS:
             self.ctx.error(
-                "E209", f"unknown combiner '{value.func}'", value.func_span or value.span,
+                "E209",
+                f"unknown combiner '{value.func}'",
+                value.func_span or value.span,
                 did_you_mean(value.func, COMBINERS) or f"combiners are {', '.join(COMBINERS)}",
             )
             return
@@ -631,14 +668,21 @@ class Checker:
         for member in members:
             if member.dotted not in bindings:
                 self.ctx.error(
-                    "E221", f"unknown step '{member.dotted}' in {value.func}()", member.span,
+                    "E221",
+                    f"unknown step '{member.dotted}' in {value.func}()",
+                    member.span,
                     did_you_mean(member.dotted, bindings),
                 )
         kwargs = {k.name: k for k in value.kwargs}
         if value.func == "top_k":
-            if len(members) != 2 or len(value.args) != 3 or not (
-                isinstance(value.args[2], ast.Literal) and value.args[2].kind == "int"
-                and value.args[2].value > 0
+            if (
+                len(members) != 2
+                or len(value.args) != 3
+                or not (
+                    isinstance(value.args[2], ast.Literal)
+                    and value.args[2].kind == "int"
+                    and value.args[2].value > 0
+                )
             ):
                 self.ctx.error(
                     "E226", "top_k takes (items, scores, k) with a positive integer k", value.span
@@ -712,14 +756,18 @@ class Checker:
                     "E202", f"duplicate feature name '{item.alias.name}'", item.alias.span
                 )
             aliases[item.alias.name] = item
-        for clause, what in ((stmt.get(ast.TtlClause), "TTL"),
-                             (stmt.get(ast.LatenessClause), "ALLOWED LATENESS")):
+        for clause, what in (
+            (stmt.get(ast.TtlClause), "TTL"),
+            (stmt.get(ast.LatenessClause), "ALLOWED LATENESS"),
+        ):
             if clause is not None:
                 self._duration(clause.duration, what)
         online = stmt.get(ast.OnlineClause)
         if online and not online.uri.value.startswith(_STORE_SCHEMES):
             self.ctx.error(
-                "E224", f"unknown online store '{online.uri.value}'", online.uri.span,
+                "E224",
+                f"unknown online store '{online.uri.value}'",
+                online.uri.span,
                 "use 'sqlite:///path/to/file.db' or 'redis://host:port/db'",
             )
 
@@ -727,7 +775,9 @@ class Checker:
         name = agg.func.name.lower()
         if name not in AGGREGATES:
             self.ctx.error(
-                "E207", f"unknown aggregate '{agg.func.name}'", agg.func.span,
+                "E207",
+                f"unknown aggregate '{agg.func.name}'",
+                agg.func.span,
                 did_you_mean(name, AGGREGATES),
             )
             return
@@ -736,9 +786,7 @@ class Checker:
         if agg.star and name != "count":
             self.ctx.error("E226", f"{name}(*) is not allowed; name a column", agg.span)
         elif not low <= count <= high:
-            self.ctx.error(
-                "E226", f"{name}() takes {_arity(low, high)}, not {count}", agg.span
-            )
+            self.ctx.error("E226", f"{name}() takes {_arity(low, high)}, not {count}", agg.span)
         for arg in agg.args[:1]:
             self._expr(arg, f"{name}()")
         if name in ("first_k", "last_k", "top_k") and count == 2:
@@ -747,8 +795,9 @@ class Checker:
                 self.ctx.error("E226", f"{name}() needs a positive integer k", k.span)
         if name == "approx_percentile" and count == 2:
             q = agg.args[1]
-            if not (isinstance(q, ast.Literal) and q.kind in ("int", "float")
-                    and 0 <= q.value <= 1):
+            if not (
+                isinstance(q, ast.Literal) and q.kind in ("int", "float") and 0 <= q.value <= 1
+            ):
                 self.ctx.error("E226", "approx_percentile() needs q between 0 and 1", q.span)
 
 

@@ -79,9 +79,7 @@ def _rewrite(transform: dict, defs: dict[str, TransformDef]) -> dict:
     return ordered
 
 
-def generate(
-    pipeline: dict, defs: dict[str, TransformDef], source_name: str
-) -> str:
+def generate(pipeline: dict, defs: dict[str, TransformDef], source_name: str) -> str:
     """The Beam YAML text for ``pipeline`` (a parsed pipeline.yaml, ``specs`` dropped)."""
     used = sorted(_used_types(pipeline["pipeline"]) & set(defs))
     doc: dict[str, Any] = {}

@@ -95,9 +95,7 @@ def _walk(node: dict, path: tuple):
             yield from _walk(node[key], path + (key,))
 
 
-def _input_columns(
-    transform: dict, siblings: list[dict], pipeline_dir: str
-) -> list[str] | None:
+def _input_columns(transform: dict, siblings: list[dict], pipeline_dir: str) -> list[str] | None:
     """The columns of a transform's input when it reads a local CSV file directly."""
     ref = transform.get("input")
     if not isinstance(ref, str):
@@ -176,21 +174,29 @@ def _check_transforms(
         if not isinstance(kind, str):
             continue  # the schema check reported it
         if kind not in known:
-            out.append(doc.source.diagnostic(
-                "E105", f"unknown transform type '{kind}'", doc.span(path + ("type",)),
-                did_you_mean(kind, known - _STRUCTURAL)
-                or "declare it in a spec listed under specs:, or use a Beam YAML transform",
-            ))
+            out.append(
+                doc.source.diagnostic(
+                    "E105",
+                    f"unknown transform type '{kind}'",
+                    doc.span(path + ("type",)),
+                    did_you_mean(kind, known - _STRUCTURAL)
+                    or "declare it in a spec listed under specs:, or use a Beam YAML transform",
+                )
+            )
             continue
         if kind not in declared:
             continue
         config = transform.get("config")
         for key in sorted(set(config if isinstance(config, dict) else ()) - RUNTIME_OPTIONS):
-            out.append(doc.source.diagnostic(
-                "E106", f"'{kind}' is declared in a spec and takes no config key '{key}'",
-                doc.span(path + ("config", key)),
-                f"change the spec instead; run-time options are {', '.join(sorted(RUNTIME_OPTIONS))}",
-            ))
+            out.append(
+                doc.source.diagnostic(
+                    "E106",
+                    f"'{kind}' is declared in a spec and takes no config key '{key}'",
+                    doc.span(path + ("config", key)),
+                    "change the spec instead; run-time options are "
+                    + ", ".join(sorted(RUNTIME_OPTIONS)),
+                )
+            )
         found = _input_columns(transform, siblings, pipeline_dir)
         if found is not None:
             columns.setdefault(kind, found)

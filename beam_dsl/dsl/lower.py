@@ -105,7 +105,9 @@ def lower_expr(node: Any) -> Any:
         args = [lower_expr(node.operand), lower_expr(node.low), lower_expr(node.high)]
         return _negatable("between", args, node.negated)
     if isinstance(node, ast.Like):
-        return _negatable("like", [lower_expr(node.operand), lower_expr(node.pattern)], node.negated)
+        return _negatable(
+            "like", [lower_expr(node.operand), lower_expr(node.pattern)], node.negated
+        )
     if isinstance(node, ast.IsNull):
         return _negatable("is_null", [lower_expr(node.operand)], node.negated)
     if isinstance(node, ast.FuncCall):
@@ -164,9 +166,7 @@ def lower_Train(stmt: ast.Train, models: dict[str, ast.Model]) -> dict[str, Any]
         "features_except": _names(features.except_) if features.star else [],
         "label": stmt.get(ast.LabelClause).column.name,
         "estimator": lower_call(stmt.get(ast.UsingClause).call),
-        "encode": (
-            {e.name.name: _names(e.columns) for e in encode.encoders} if encode else None
-        ),
+        "encode": ({e.name.name: _names(e.columns) for e in encode.encoders} if encode else None),
         "holdout": (
             percent_fraction(holdout.fraction.value, holdout.fraction.unit)
             if holdout
@@ -198,9 +198,7 @@ def _model_config(stmt: ast.Model, models: dict[str, ast.Model]) -> dict[str, An
         "model_class": _maybe(stmt.get(ast.ClassClause), "call", lower_call),
         "call": _maybe(stmt.get(ast.CallClause), "call", lower_call),
         "per": _names(per.columns) if per else [],
-        "fallback": (
-            _model_config(models[fallback.model.name], models) if fallback else None
-        ),
+        "fallback": (_model_config(models[fallback.model.name], models) if fallback else None),
         "input": _names(inputs.columns) if inputs else None,
         "output": _names(outputs.columns) if outputs else [stmt.name.name],
         "batch": {
@@ -241,7 +239,10 @@ def lower_Ensemble(stmt: ast.Ensemble, models: dict[str, ast.Model]) -> dict[str
     if combine is not None:
         value = combine.value
         if isinstance(value, ast.Call):
-            output = {"combiner": value.func, **{k: v for k, v in lower_call(value).items() if k != "callable"}}
+            output = {
+                "combiner": value.func,
+                **{k: v for k, v in lower_call(value).items() if k != "callable"},
+            }
         else:
             output = {"combiner": "step", "args": [value.dotted], "kwargs": {}}
         output["as"] = combine.alias.name if combine.alias else stmt.name.name
@@ -355,7 +356,9 @@ def lower_Features(stmt: ast.Features, models: dict[str, ast.Model]) -> dict[str
 _LOWERERS = {name: globals()[f"lower_{name}"] for name in TRANSFORM_CLASSES}
 
 
-def lower_spec(spec: ast.SpecFile, models: dict[str, ast.Model] | None = None) -> list[TransformDef]:
+def lower_spec(
+    spec: ast.SpecFile, models: dict[str, ast.Model] | None = None
+) -> list[TransformDef]:
     """Lowers every statement of a checked spec, in source order.
 
     ``models`` holds every MODEL visible to the spec (all spec files of a

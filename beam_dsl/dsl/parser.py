@@ -403,8 +403,9 @@ def _syntax_diagnostic(source: Source, exc: lark.exceptions.LarkError) -> tuple[
             span = Span.point(line, column)
             message = "unexpected end of file; a statement must end with ';'"
             return source.diagnostic("E003", message, span), len(source.text)
-        span = Span(tok.line, tok.column, tok.end_line or tok.line,
-                    tok.end_column or tok.column + len(tok))
+        span = Span(
+            tok.line, tok.column, tok.end_line or tok.line, tok.end_column or tok.column + len(tok)
+        )
         message = f"unexpected string {tok}" if tok.type == "STRING" else f"unexpected '{tok}'"
         hint = f"expected {_describe_expected(set(exc.expected))}"
         return source.diagnostic("E001", message, span, hint), tok.start_pos

@@ -71,8 +71,9 @@ def render_jinja(source: Source, variables: dict[str, Any]) -> tuple[str, list[D
         return env.from_string(source.text).render(**variables), []
     except jinja2.UndefinedError as exc:
         return source.text, [
-            source.diagnostic("E102", f"template variable: {exc.message}", None,
-                              "pass it with --var NAME=VALUE")
+            source.diagnostic(
+                "E102", f"template variable: {exc.message}", None, "pass it with --var NAME=VALUE"
+            )
         ]
     except jinja2.TemplateSyntaxError as exc:
         span = Span.point(exc.lineno, 1, len(source.line(exc.lineno) or " "))
@@ -108,10 +109,14 @@ def validate(doc: YamlDocument, schema: dict) -> list[Diagnostic]:
         message = best.message
         if best.validator == "additionalProperties":
             for key in _unexpected_keys(best):
-                out.append(doc.source.diagnostic(
-                    "E103", f"unknown key '{key}' at {where}", doc.span(path + (key,)),
-                    _allowed_keys_hint(best.schema, key),
-                ))
+                out.append(
+                    doc.source.diagnostic(
+                        "E103",
+                        f"unknown key '{key}' at {where}",
+                        doc.span(path + (key,)),
+                        _allowed_keys_hint(best.schema, key),
+                    )
+                )
             continue
         out.append(doc.source.diagnostic("E103", f"{message} (at {where})", doc.span(path)))
     return out

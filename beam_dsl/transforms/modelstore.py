@@ -101,9 +101,7 @@ def save_model(model: Any, path: str) -> str:
 
         _atomic_write(path, lambda tmp: joblib.dump(model, tmp))
     else:
-        raise ModelStoreError(
-            f"'{path}': unknown model format; use .skops (safe) or .pkl/.joblib"
-        )
+        raise ModelStoreError(f"'{path}': unknown model format; use .skops (safe) or .pkl/.joblib")
     return file_sha256(path)
 
 
@@ -119,9 +117,7 @@ def load_model(path: str, allow_pickle: bool = False, trusted: Sequence[str] = (
     if path.endswith(SKOPS_SUFFIXES):
         import skops.io
 
-        untrusted = [
-            t for t in skops.io.get_untrusted_types(file=path) if t not in set(trusted)
-        ]
+        untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in set(trusted)]
         if untrusted:
             raise ModelStoreError(
                 f"'{path}' holds types that are not trusted: {', '.join(untrusted)}"
@@ -152,8 +148,28 @@ def write_manifest(template: str, manifest: dict[str, Any]) -> str:
 
 
 def read_manifest(template: str) -> dict[str, Any] | None:
+    """The manifest beside ``template``'s models, or None where TRAIN wrote none.
+
+    Its shape: ``{"version": 1, "models": [{"key": [values], "file": name
+    relative to the manifest, "sha256": ..., "rows": n, "metrics": {...},
+    "promoted": bool}, ...]}``.
+    """
     path = manifest_path(template)
     if not os.path.exists(path):
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def promoted_models(template: str) -> dict[str, str] | None:
+    """The promoted models the manifest lists, path by :func:`safe_key` of the key; None
+    where there is no manifest."""
+    manifest = read_manifest(template)
+    if manifest is None:
+        return None
+    directory = os.path.dirname(manifest_path(template))
+    return {
+        safe_key(entry["key"]): os.path.join(directory, entry["file"])
+        for entry in manifest.get("models", [])
+        if entry["promoted"]
+    }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -118,6 +119,24 @@ def cmd_features_get(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+_CONFIG_CODE = re.compile(r"(?:error\[)?(E4\d\d)\]?:?\s*([^\n]*)")
+
+
+def _configuration_error(exc: BaseException) -> str | None:
+    """``error[E4xx]: message`` when a run failed on an E4xx configuration error.
+
+    Beam wraps exceptions raised inside DoFns in its own, so the code is looked
+    for in the whole chain of messages."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        match = _CONFIG_CODE.search(str(exc))
+        if match:
+            return f"error[{match.group(1)}]: {match.group(2).strip()}"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m beam_dsl", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -200,7 +219,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except DiagnosticError as exc:
         _report(exc.diagnostics, getattr(args, "format", "text"), sys.stderr)
         return EXIT_DIAGNOSTICS
-    except Exception:  # a bug in beam_dsl or a failure inside the pipeline run
+    except Exception as exc:  # a run-time configuration error, or a bug in beam_dsl
+        config_error = _configuration_error(exc)
+        if config_error:
+            print(f"beam_dsl: run failed: {config_error}", file=sys.stderr)
+            return EXIT_DIAGNOSTICS
         traceback.print_exc()
         print(
             "beam_dsl: internal error (exit 123); please report it with the trace above",

@@ -134,7 +134,29 @@ class _WriteBundles(beam.DoFn):
             f.write("\n".join(self.lines) + "\n")
 
 
-class WriteToJson(beam.PTransform):
+class _WriteFiles(beam.PTransform):
+    """Rows to text files, a file per bundle; subclasses say how a row becomes a line."""
+
+    suffix = ""
+
+    def __init__(self, path: str, **kwargs: Any):
+        super().__init__()
+        self.path = path
+
+    def header(self, element_type: Any) -> str | None:
+        return None
+
+    @staticmethod
+    def encode(row: Any) -> str:
+        raise NotImplementedError
+
+    def expand(self, pcoll):
+        write = _WriteBundles(self.path, self.suffix, self.header(pcoll.element_type), self.encode)
+        _ = pcoll | "Write" >> beam.ParDo(write)
+        return {}
+
+
+class WriteToJson(_WriteFiles):
     """Writes rows as JSON lines, a file per bundle (runs on Dask).
 
     Args:
@@ -142,17 +164,14 @@ class WriteToJson(beam.PTransform):
       **kwargs: accepted for compatibility with Beam YAML's WriteToJson; ignored.
     """
 
-    def __init__(self, path: str, **kwargs: Any):
-        super().__init__()
-        self.path = path
+    suffix = ".json"
 
-    def expand(self, pcoll):
-        encode = lambda r: json.dumps(_as_dict(r), default=str)  # noqa: E731
-        _ = pcoll | "Write" >> beam.ParDo(_WriteBundles(self.path, ".json", None, encode))
-        return {}
+    @staticmethod
+    def encode(row: Any) -> str:
+        return json.dumps(_as_dict(row), default=str)
 
 
-class WriteToCsv(beam.PTransform):
+class WriteToCsv(_WriteFiles):
     """Writes rows as CSV with a header, a file per bundle (runs on Dask).
 
     Args:
@@ -160,21 +179,17 @@ class WriteToCsv(beam.PTransform):
       **kwargs: accepted for compatibility with Beam YAML's WriteToCsv; ignored.
     """
 
-    def __init__(self, path: str, **kwargs: Any):
-        super().__init__()
-        self.path = path
+    suffix = ".csv"
 
-    def expand(self, pcoll):
-        fields = getattr(pcoll.element_type, "_fields", None) or ()
-        header = ",".join(name for name, _ in fields) or None
+    def header(self, element_type: Any) -> str | None:
+        fields = getattr(element_type, "_fields", None) or ()
+        return ",".join(name for name, _ in fields) or None
 
-        def line(row: Any) -> str:
-            out = io.StringIO()
-            csv.writer(out).writerow(_as_dict(row).values())
-            return out.getvalue().rstrip("\r\n")
-
-        _ = pcoll | "Write" >> beam.ParDo(_WriteBundles(self.path, ".csv", header, line))
-        return {}
+    @staticmethod
+    def encode(row: Any) -> str:
+        out = io.StringIO()
+        csv.writer(out).writerow(_as_dict(row).values())
+        return out.getvalue().rstrip("\r\n")
 
 
 class AllSinksDaskRunner(DaskRunner):

@@ -101,7 +101,8 @@ def _count_rows(pipeline: Any) -> None:
             cls = type(transform)
             if transform is not None and f"{cls.__module__}.{cls.__name__}" in classes:
                 if not self.inside:
-                    name = node.full_label.rsplit("/", 1)[-1]
+                    # Each beam_dsl transform keeps its declared name as `name`.
+                    name = getattr(transform, "name", None) or node.full_label
                     for pcoll in node.main_inputs.values():
                         found.append((name, "in", pcoll))
                     for tag, pcoll in node.outputs.items():

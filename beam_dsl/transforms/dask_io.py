@@ -29,8 +29,6 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.runners.dask.dask_runner import DaskRunner, DaskRunnerResult
 from apache_beam.typehints.row_type import RowTypeConstraint
 
-_SAMPLE_ROWS = 1000
-
 
 def _python_type(dtype: Any) -> type:
     if pd.api.types.is_bool_dtype(dtype):
@@ -43,12 +41,13 @@ def _python_type(dtype: Any) -> type:
 
 
 def _schema(path: str, kwargs: dict) -> list[tuple[str, type]]:
-    """Column types from the first rows of the first file, as Beam's reader infers them."""
+    """Column types of the first file, read whole as Beam's ReadFromCsv does (one
+    unparsable value makes a column a string column)."""
     first = FileSystems.match([path])[0].metadata_list
     if not first:
         raise FileNotFoundError(f"no file matches '{path}'")
     with FileSystems.open(first[0].path) as f:
-        sample = pd.read_csv(f, nrows=_SAMPLE_ROWS, **kwargs)
+        sample = pd.read_csv(f, **kwargs)
     return [(str(c), _python_type(t)) for c, t in sample.dtypes.items()]
 
 

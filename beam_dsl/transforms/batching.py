@@ -1,0 +1,238 @@
+"""Rows <-> pandas frames, for transforms that work on whole batches of rows.
+
+beam_dsl's transforms receive schema'd ``beam.Row`` PCollections (as Beam
+YAML's ReadFromCsv makes them) and do their work column-wise on pandas
+frames. :class:`FrameDoFn` is the one place where rows become frames:
+
+* Where the producer emits Beam batches of ``pd.DataFrame`` (ReadFromCsv does:
+  its reader yields one frame per chunk of the file), the frames pass
+  straight into ``process_batch`` with no per-row work at all.
+* Otherwise rows arrive one by one and are buffered, per window, into frames
+  of up to ``max_rows`` rows.
+* Runners without batch support (Beam's DaskRunner) hand the reader's frames
+  over as plain elements; those are taken as frames too.
+
+Subclasses implement :meth:`FrameDoFn.process_frame`. The module also holds
+the helpers every transform needs around that: the input schema
+(:func:`schema_fields`), JSON-able records of a frame (:func:`json_records`)
+and the shared shape of ``errors`` rows (:func:`error_rows`).
+"""
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Optional
+
+import apache_beam as beam
+import numpy as np
+import pandas as pd
+from apache_beam import typehints
+from apache_beam.transforms.window import BoundedWindow
+from apache_beam.typehints.native_type_compatibility import convert_to_beam_type
+from apache_beam.typehints.row_type import RowTypeConstraint
+from apache_beam.utils.windowed_value import WindowedValue
+
+DEFAULT_MAX_ROWS = 10_000
+
+# Every beam_dsl transform's ``errors`` output has this shape: the input row
+# as a JSON object, why it could not be used, and which transform said so.
+ERROR_ROW_TYPE = RowTypeConstraint.from_fields(
+    [("row", str), ("reason", str), ("transform", str)]
+)
+
+
+# ---------------------------------------------------------------- schemas and values
+
+
+def base_type(hint: Any) -> Any:
+    """The type of a schema field with ``Optional`` taken off (``Optional[str]`` -> ``str``)."""
+    hint = convert_to_beam_type(hint)
+    if isinstance(hint, typehints.typehints.UnionConstraint):
+        members = [t for t in hint.union_types if t is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return hint
+
+
+def kind_of(hint: Any) -> str:
+    """``'number'`` (ints, floats, bools, numpy numbers), ``'text'`` (str) or ``'other'``."""
+    hint = base_type(hint)
+    if isinstance(hint, type):
+        if issubclass(hint, (bool, int, float, np.number, np.bool_)):
+            return "number"
+        if issubclass(hint, str):
+            return "text"
+    return "other"
+
+
+def schema_fields(element_type: Any) -> dict[str, Any] | None:
+    """The fields of a schema'd PCollection's element type, by name; None if it has no schema."""
+    if element_type is None:
+        return None
+    row_type = (
+        element_type
+        if isinstance(element_type, RowTypeConstraint)
+        else RowTypeConstraint.from_user_type(element_type)
+    )
+    if row_type is None:
+        return None
+    return dict(row_type._fields)
+
+
+def row_type(fields: Sequence[tuple[str, Any]]) -> RowTypeConstraint:
+    """A Beam schema (row type) from ``(name, python type)`` pairs."""
+    return RowTypeConstraint.from_fields(list(fields))
+
+
+def optional(hint: Any) -> Any:
+    return Optional[hint]  # noqa: UP045 - typing.Optional is what Beam schemas read
+
+
+def to_python(value: Any) -> Any:
+    """A plain Python value for a cell: numpy scalars unwrapped, NaN/NA/NaT as None."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows of ``frame`` as JSON-able dicts."""
+    columns = list(frame.columns)
+    return [
+        {c: to_python(v) for c, v in zip(columns, values, strict=True)}
+        for values in frame.itertuples(index=False, name=None)
+    ]
+
+
+def error_rows(frame: pd.DataFrame, reasons: Iterable[str], transform: str) -> list[beam.Row]:
+    """``errors`` rows for the rows of ``frame``, each with its reason."""
+    return [
+        beam.Row(row=json.dumps(record, default=str, sort_keys=True), reason=reason,
+                 transform=transform)
+        for record, reason in zip(json_records(frame), reasons, strict=True)
+    ]
+
+
+def rows_to_frame(rows: Sequence[Any], columns: Sequence[str]) -> pd.DataFrame:
+    """A frame of schema'd rows (``beam.Row``, NamedTuples or dicts); missing fields are null."""
+    if rows and getattr(rows[0], "_fields", None) == tuple(columns):
+        kind = type(rows[0])
+        if all(type(r) is kind for r in rows):  # NamedTuples in schema order: no dicts needed
+            return pd.DataFrame.from_records(rows, columns=list(columns))
+    records = [r if isinstance(r, Mapping) else r._asdict() for r in rows]
+    return pd.DataFrame.from_records(records, columns=list(columns))
+
+
+def conform_to_schema(
+    frame: pd.DataFrame, fields: Mapping[str, Any]
+) -> tuple[pd.DataFrame, pd.Series]:
+    """``frame`` with numeric fields typed as the schema says, and why rows cannot be.
+
+    A reader's chunk can disagree with the schema inferred from a sample: one
+    ``'unknown'`` in an int column turns that chunk's column to text, an empty
+    cell makes it float. Transforms that pass input fields on must send such
+    rows to ``errors`` (Beam cannot encode them). Returns the typed frame and,
+    per row, the first problem (None where the row fits).
+    """
+    reasons = pd.Series(None, index=frame.index, dtype=object)
+    typed = {}
+    for name, hint in fields.items():
+        values = frame[name]
+        numeric = kind_of(hint) == "number"
+        integer = numeric and isinstance(base_type(hint), type) and issubclass(
+            base_type(hint), (int, np.integer)
+        ) and not issubclass(base_type(hint), (bool, np.bool_))
+        nullable = convert_to_beam_type(hint) != base_type(hint)
+        if not numeric or (values.dtype.kind in "iu" if integer else values.dtype.kind in "fiub"):
+            typed[name] = values
+            continue
+        missing = values.isna()
+        parsed = pd.to_numeric(values.astype(object), errors="coerce").astype("float64")
+        bad = ~missing & (parsed.isna() | (integer & (parsed != np.floor(parsed))))
+        if not nullable:
+            reasons = reasons.mask(reasons.isna() & missing, f"missing value for field '{name}'")
+        shown = values.astype(str).map(repr)
+        what = "an integer" if integer else "a number"
+        reasons = reasons.mask(reasons.isna() & bad, f"field '{name}' is not {what}: " + shown)
+        if integer:
+            parsed = pd.Series(
+                [None if pd.isna(v) else int(v) for v in parsed], index=frame.index, dtype=object
+            )
+        typed[name] = parsed
+    return pd.DataFrame(typed, index=frame.index), reasons
+
+
+def windowed(value: Any, window: BoundedWindow) -> WindowedValue:
+    """``value`` placed in ``window`` (for outputs emitted outside ``process``)."""
+    if isinstance(value, beam.pvalue.TaggedOutput):
+        return beam.pvalue.TaggedOutput(value.tag, windowed(value.value, window))
+    return WindowedValue(value, window.max_timestamp(), (window,))
+
+
+# ---------------------------------------------------------------- the DoFn
+
+
+class FrameDoFn(beam.DoFn):
+    """A DoFn that sees its schema'd input as pandas frames, however the rows arrive.
+
+    Subclasses implement :meth:`process_frame`, and may override
+    :meth:`finish_frames` to emit what they gathered over a bundle. The
+    input PCollection must have a schema (Beam's batched DoFns need one to
+    convert between rows and frames).
+
+    Args:
+        columns: the input's field names, in schema order.
+        max_rows: rows per frame when rows arrive one by one.
+    """
+
+    def __init__(self, columns: Sequence[str], max_rows: int = DEFAULT_MAX_ROWS):
+        self._columns = list(columns)
+        self._max_rows = max_rows
+        self._buffers: dict[BoundedWindow, list[Any]] = defaultdict(list)
+
+    def get_input_batch_type(self, input_element_type: Any) -> type:
+        return pd.DataFrame
+
+    def process_frame(self, frame: pd.DataFrame, window: BoundedWindow) -> Iterable[Any]:
+        """Outputs (values or TaggedOutputs) for one frame of rows, all in ``window``."""
+        raise NotImplementedError
+
+    def finish_frames(self) -> Iterable[tuple[Any, BoundedWindow]]:
+        """Outputs at the end of a bundle, each with its window (default: none)."""
+        return ()
+
+    def start_bundle(self) -> None:
+        self._buffers = defaultdict(list)
+
+    def process(self, element, window=beam.DoFn.WindowParam):
+        if isinstance(element, pd.DataFrame):  # a runner that passes batches as elements
+            yield from self._frame_outputs(element, window)
+            return
+        buffer = self._buffers[window]
+        buffer.append(element)
+        if len(buffer) >= self._max_rows:
+            yield from self._flush(window)
+
+    @beam.DoFn.yields_elements
+    def process_batch(self, batch, window=beam.DoFn.WindowParam):
+        yield from self.process_frame(batch, window)
+
+    def finish_bundle(self):
+        for window in list(self._buffers):
+            yield from self._flush(window)
+        for value, window in self.finish_frames():
+            yield windowed(value, window)
+
+    def _flush(self, window: BoundedWindow) -> Iterator[Any]:
+        rows = self._buffers.pop(window, [])
+        if rows:
+            yield from self._frame_outputs(rows_to_frame(rows, self._columns), window)
+
+    def _frame_outputs(self, frame: pd.DataFrame, window: BoundedWindow) -> Iterator[Any]:
+        for value in self.process_frame(frame, window):
+            yield windowed(value, window)

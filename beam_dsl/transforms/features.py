@@ -1,0 +1,453 @@
+"""FEATURES as a Beam transform: windowed aggregates per entity, online and offline stores.
+
+The plan (``panes.py``) is placed in the pipeline in one of three ways; all
+give the same rows:
+
+* Batch, on runners with Beam's batched DoFns (the in-process FnApiRunner,
+  portable runners): frames of rows (Beam batches, or rows buffered into
+  frames) are pre-aggregated into panes per (entity, pane) with pandas, the
+  panes go through one GroupByKey on a hash shard of the entity, and each
+  shard's panes merge and roll up into windows. The window rows leave as Beam
+  batches (pandas frames), so a batched consumer takes them whole.
+* Batch, on other runners (Beam's DaskRunner, the BundleBasedDirectRunner):
+  rows go through the GroupByKey on the shard themselves and become frames
+  after it; no finish_bundle outputs, no multi-output DoFns, no runner
+  windowing, which those runners drop or mishandle.
+* Streaming (an unbounded input): a stateful DoFn per entity keeps the
+  events its open windows need and, on an event-time timer, emits each row
+  once the watermark passes ``window_end + ALLOWED LATENESS``, computed by the
+  same plan over the kept events. An event that arrives after a row it belongs
+  to was emitted is late: it goes to ``errors``.
+
+Outputs: ``main`` (the rows), ``errors`` (unusable or late rows), and with
+ONLINE / OFFLINE, ``online`` / ``offline`` (a row per store write: target,
+rows).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pandas as pd
+from apache_beam.coders import PickleCoder
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
+from apache_beam.utils.timestamp import Timestamp
+
+from beam_dsl.transforms.batching import (
+    ERROR_ROW_TYPE,
+    FrameDoFn,
+    error_rows,
+    json_records,
+    row_type,
+    rows_to_frame,
+    schema_fields,
+)
+from beam_dsl.transforms.panes import (
+    E_COLUMN,
+    FeaturePlan,
+    Panes,
+    config_error,
+    entity_key,
+    merge,
+    panes_of,
+    prepare,
+    window_rows,
+)
+from beam_dsl.transforms.stores import (
+    STORE_ROW_TYPE,
+    StoreRecord,
+    arrow_schema,
+    check_online_uri,
+    open_online,
+    write_offline,
+)
+
+DEFAULT_SHARDS = 16
+
+
+def _tagged(tag: str, value: Any) -> tuple[str, Any]:
+    return (tag, value)
+
+
+def _select(tagged: beam.PCollection, tag: str, label: str) -> beam.PCollection:
+    """The values of one tag of a PCollection of ``(tag, value)`` (runner-agnostic outputs)."""
+    return tagged | label >> beam.FlatMap(lambda tv: [tv[1]] if tv[0] == tag else [])
+
+
+def _runs_batches(pipeline: beam.Pipeline) -> bool:
+    """Whether the runner executes Beam's batched DoFns (Fn API runners do; Dask does not)."""
+    runner = pipeline.runner
+    return runner is not None and runner.is_fnapi_compatible()
+
+
+# ---------------------------------------------------------------- batch
+
+
+class _PaneStates(FrameDoFn):
+    """Frames of rows -> ``('panes', (shard, Panes))`` and ``('errors', row)``."""
+
+    def __init__(self, plan: FeaturePlan, shards: int):
+        super().__init__(plan.columns)
+        self._plan = plan
+        self._shards = shards
+
+    def process_frame(self, frame, window):
+        events, rejected, reasons = prepare(frame, self._plan)
+        for row in error_rows(rejected, reasons, self._plan.name):
+            yield _tagged("errors", row)
+        if len(events.ms) == 0:
+            return
+        panes = panes_of(events, self._plan)
+        shard = self._shard(panes.wide)
+        long_shards = {i: self._shard(f) for i, f in panes.long.items()}
+        for s in np.unique(shard):
+            part = Panes(
+                panes.wide[shard == s],
+                {i: f[long_shards[i] == s] for i, f in panes.long.items()},
+            )
+            yield _tagged("panes", (int(s), part))
+
+    def _shard(self, frame: pd.DataFrame) -> np.ndarray:
+        hashes = pd.util.hash_pandas_object(frame[self._plan.entity], index=False)
+        return (hashes.to_numpy() % np.uint64(self._shards)).astype(np.int64)
+
+
+class _Rollup(beam.DoFn):
+    """``(shard, [Panes])`` -> ``(part tag, window rows)``."""
+
+    def __init__(self, plan: FeaturePlan):
+        self._plan = plan
+
+    def process(self, element):
+        shard, parts = element
+        merged = merge(list(parts), self._plan, [*self._plan.entity, "_pane"])
+        rows = window_rows(merged, self._plan)
+        if len(rows):
+            yield (f"{shard:05d}", rows)
+
+
+class _ShardWindows(beam.DoFn):
+    """``(shard, [rows])`` -> ``('frames', (part tag, window rows))`` and ``('errors', row)``."""
+
+    def __init__(self, plan: FeaturePlan):
+        self._plan = plan
+
+    def process(self, element):
+        shard, rows = element
+        frame = rows_to_frame(list(rows), self._plan.columns)
+        events, rejected, reasons = prepare(frame, self._plan)
+        for row in error_rows(rejected, reasons, self._plan.name):
+            yield _tagged("errors", row)
+        if len(events.ms):
+            out = window_rows(panes_of(events, self._plan), self._plan)
+            yield _tagged("frames", (f"{shard:05d}", out))
+
+
+def _row_dict(row: Any) -> dict[str, Any]:
+    return dict(row) if isinstance(row, Mapping) else row._asdict()
+
+
+def _key_of(row: Mapping[str, Any], entity: Sequence[str]) -> str:
+    return entity_key({c: row[c] for c in entity})
+
+
+# ---------------------------------------------------------------- streaming
+
+
+class _KeyEvents(beam.DoFn):
+    """A row -> ``('events', (entity key, (event ms, row)))``, ``('errors', row)``, or nothing
+    (WHERE is false)."""
+
+    def __init__(self, plan: FeaturePlan):
+        self._plan = plan
+
+    def process(self, row):
+        frame = rows_to_frame([row], self._plan.columns)
+        events, rejected, reasons = prepare(frame, self._plan)
+        if reasons:
+            yield _tagged("errors", error_rows(rejected, reasons, self._plan.name)[0])
+        elif len(events.ms):
+            record = _row_dict(row)
+            yield _tagged("events", (_key_of(record, self._plan.entity),
+                                     (int(events.ms[0]), record)))
+
+
+_EVENTS = BagStateSpec("events", PickleCoder())
+_CLOSED = ReadModifyWriteStateSpec("closed", PickleCoder())
+_DUE = ReadModifyWriteStateSpec("due", PickleCoder())
+_TIMER = TimerSpec("timer", TimeDomain.WATERMARK)
+_EVENTS_STATE = beam.DoFn.StateParam(_EVENTS)
+_CLOSED_STATE = beam.DoFn.StateParam(_CLOSED)
+_DUE_STATE = beam.DoFn.StateParam(_DUE)
+_TIMER_PARAM = beam.DoFn.TimerParam(_TIMER)
+
+
+class _StreamWindows(beam.DoFn):
+    """Per entity: keeps events, emits each row once ``window_end + lateness`` is behind the
+    watermark. ``closed`` is how far rows are final: for sliding windows every row ending at or
+    before it was emitted; for sessions, the end of the last emitted session."""
+
+    def __init__(self, plan: FeaturePlan):
+        self._plan = plan
+
+    def _late(self, ms: int, closed: int | None) -> bool:
+        if closed is None:
+            return False
+        if self._plan.windows.kind == "session":
+            return ms < closed
+        return self._plan.windows.first_end_ms(ms) <= closed
+
+    def _arm(self, due_ms: int, due_state, timer) -> None:
+        pending = due_state.read()
+        if pending is None or due_ms < pending:
+            timer.set(Timestamp(micros=due_ms * 1000))
+            due_state.write(due_ms)
+
+    def process(
+        self,
+        element,
+        events=_EVENTS_STATE,
+        closed=_CLOSED_STATE,
+        due=_DUE_STATE,
+        timer=_TIMER_PARAM,
+    ):
+        _, (ms, row) = element
+        if self._late(ms, closed.read()):
+            frame = rows_to_frame([row], self._plan.columns)
+            reason = (f"late event: its window was emitted when the watermark passed its end "
+                      f"plus the allowed lateness ({self._plan.lateness_ms / 1000:g}s)")
+            yield _tagged("errors", error_rows(frame, [reason], self._plan.name)[0])
+            return
+        events.add((ms, row))
+        self._arm(self._plan.windows.first_end_ms(ms) + self._plan.lateness_ms, due, timer)
+
+    @on_timer(_TIMER)
+    def fire(
+        self,
+        key=beam.DoFn.KeyParam,
+        now=beam.DoFn.TimestampParam,
+        events=_EVENTS_STATE,
+        closed=_CLOSED_STATE,
+        due=_DUE_STATE,
+        timer=_TIMER_PARAM,
+    ):
+        plan, windows = self._plan, self._plan.windows
+        horizon = now.micros // 1000 - plan.lateness_ms  # rows ending by here are final
+        done = closed.read()
+        kept = sorted(events.read(), key=lambda e: e[0])
+        due.clear()
+        frame = rows_to_frame([r for _, r in kept], plan.columns)
+        found, _, _ = prepare(frame, plan)
+        rows = window_rows(panes_of(found, plan), plan)
+        ends = np.rint(rows["window_end"].to_numpy() * 1000).astype(np.int64)
+        ready = ends <= horizon
+        if done is not None:
+            ready &= ends > done
+        if ready.any():
+            yield _tagged("frames", (f"{zlib.crc32(key.encode()):08x}-{horizon}", rows[ready]))
+        starts = np.rint(rows["window_start"].to_numpy() * 1000).astype(np.int64)
+        if windows.kind == "session":
+            emitted = ends[ready]
+            closed.write(max([done or 0, *emitted.tolist()]) if len(emitted) else done)
+            waiting = ~ready & (ends > (done or 0))
+            keep_from = int(starts[waiting].min()) if waiting.any() else None
+            next_due = int(ends[waiting].min()) if waiting.any() else None
+        else:
+            closed.write(horizon)
+            keep_from = horizon - windows.longest.size_ms
+            next_due = windows.first_end_ms(max(kept[0][0], horizon)) if kept else None
+        events.clear()
+        left = [e for e in kept if keep_from is not None and e[0] >= keep_from]
+        for event in left:
+            events.add(event)
+        if left and next_due is not None:
+            self._arm(max(next_due, windows.first_end_ms(left[0][0])) + plan.lateness_ms,
+                      due, timer)
+
+
+# ---------------------------------------------------------------- outputs
+
+
+class _FrameBatches(beam.DoFn):
+    """Window-row frames -> Beam batches of the output schema (no per-row work)."""
+
+    def __init__(self, output_type: Any):
+        self._type = output_type
+
+    def infer_output_type(self, input_type):
+        return self._type
+
+    def get_output_batch_type(self, input_element_type):
+        return pd.DataFrame
+
+    @beam.DoFn.yields_batches
+    def process(self, element) -> Iterator[pd.DataFrame]:
+        yield element[1]
+
+
+class _FrameRows(beam.DoFn):
+    """Window-row frames -> ``beam.Row`` s (for runners without batched DoFns)."""
+
+    def process(self, element):
+        for record in json_records(element[1]):
+            yield beam.Row(**record)
+
+
+class _WriteOnline(beam.DoFn):
+    """Upserts each entity's latest row of a frame into the online store."""
+
+    def __init__(self, uri: str, plan: FeaturePlan):
+        self._uri, self._plan = uri, plan
+
+    def setup(self):
+        self._store = open_online(self._uri, self._plan.name)
+
+    def process(self, element):
+        frame = element[1]
+        latest = frame.sort_values("window_end", kind="stable").drop_duplicates(
+            self._plan.entity, keep="last")
+        records = [
+            StoreRecord(_key_of(r, self._plan.entity), r["window_end"], r.get("expires_at"), r)
+            for r in json_records(latest)
+        ]
+        self._store.upsert(records)
+        yield beam.Row(target=self._uri, rows=len(records))
+
+    def teardown(self):
+        store = getattr(self, "_store", None)
+        if store is not None:
+            store.close()
+
+
+class _WriteOffline(beam.DoFn):
+    """Writes each frame of window rows as a Parquet part file."""
+
+    def __init__(self, path: str, fields: Sequence[tuple[str, Any]]):
+        self._path, self._fields = path, list(fields)
+
+    def process(self, element):
+        tag, frame = element
+        written = write_offline(frame, self._path, tag, arrow_schema(self._fields))
+        yield beam.Row(target=written, rows=len(frame))
+
+
+# ---------------------------------------------------------------- the transform
+
+
+class ComputeFeatures(beam.PTransform):
+    """Windowed aggregate features per entity (a FEATURES statement).
+
+    For each entity and window holding at least one event that passes
+    ``where``, one row: the entity columns, ``window_start`` and
+    ``window_end`` (epoch seconds, float; windows are half-open and aligned
+    to the Unix epoch), ``expires_at`` (with a TTL: the latest event in the
+    window plus the TTL, epoch seconds) and each feature. docs/FEATURES.md
+    has the full semantics.
+
+    Args:
+        name: the FEATURES name (the online store's table, the errors' transform).
+        entity: the entity columns.
+        timestamp: the event-time column: epoch seconds, epoch milliseconds
+            (values from 1e11 up) or ISO-8601 text (UTC if it has no zone).
+        where: a lowered expression; rows where it is not true are ignored.
+        windows: ``[{kind: sliding|tumbling|session, size_s, every_s, suffix}]``;
+            several entries (WINDOWS (...)) share one row per window end.
+        select: ``[{func, args, filter, alias}]`` with lowered expressions.
+        ttl_s: seconds without an event after which an entity's features expire.
+        allowed_lateness_s: in streaming, how long after a window's end
+            events for it are still taken (the row waits that long).
+        online: ``sqlite:///path.db`` or ``redis://host:port/db``: latest row per entity.
+        offline: a directory for Parquet part files of every row.
+        shards: how many keys the entities are hashed to for the shuffle.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        entity: list[str],
+        timestamp: str,
+        where: dict[str, Any] | None,
+        windows: list[dict[str, Any]],
+        select: list[dict[str, Any]],
+        ttl_s: float | None = None,
+        allowed_lateness_s: float = 0.0,
+        online: str | None = None,
+        offline: str | None = None,
+        shards: int = DEFAULT_SHARDS,
+    ):
+        super().__init__()
+        self._config = {
+            "name": name, "entity": list(entity), "timestamp": timestamp, "where": where,
+            "windows": list(windows), "select": list(select), "ttl_s": ttl_s,
+            "allowed_lateness_s": allowed_lateness_s,
+        }
+        if online is not None:
+            check_online_uri(online)
+        self._online, self._offline, self._shards = online, offline, shards
+
+    def expand(self, pcoll: beam.PCollection) -> dict[str, beam.PCollection]:
+        name = self._config["name"]
+        fields = schema_fields(pcoll.element_type)
+        if fields is None:
+            raise config_error(name, E_COLUMN, "FEATURES needs rows with a schema; its input "
+                               f"has type {pcoll.element_type}")
+        plan = FeaturePlan.build(self._config, fields)
+        batches = _runs_batches(pcoll.pipeline)
+        if not pcoll.is_bounded:
+            keyed = pcoll | "KeyEvents" >> beam.ParDo(_KeyEvents(plan))
+            windowed = (
+                _select(keyed, "events", "Events")
+                | "Windows" >> beam.ParDo(_StreamWindows(plan))
+            )
+            frames = _select(windowed, "frames", "Frames")
+            errors = (
+                _select(keyed, "errors", "BadRows"),
+                _select(windowed, "errors", "LateRows"),
+            ) | "Errors" >> beam.Flatten()
+        elif batches:
+            staged = pcoll | "Panes" >> beam.ParDo(_PaneStates(plan, self._shards))
+            frames = (
+                _select(staged, "panes", "SelectPanes")
+                | "Shuffle" >> beam.GroupByKey()
+                | "Rollup" >> beam.ParDo(_Rollup(plan))
+            )
+            errors = _select(staged, "errors", "Errors")
+        else:
+            shards = self._shards
+            entity = plan.entity
+            staged = (
+                pcoll
+                | "Shard" >> beam.Map(
+                    lambda row: (zlib.crc32(_key_of(_row_dict(row), entity).encode()) % shards,
+                                 row))
+                | "Shuffle" >> beam.GroupByKey()
+                | "Windows" >> beam.ParDo(_ShardWindows(plan))
+            )
+            frames = _select(staged, "frames", "Frames")
+            errors = _select(staged, "errors", "Errors")
+        output_type = row_type(plan.output_fields())
+        main = frames | "Rows" >> (
+            beam.ParDo(_FrameBatches(output_type)) if batches
+            else beam.ParDo(_FrameRows()).with_output_types(output_type)
+        )
+        errors.element_type = ERROR_ROW_TYPE
+        outputs = {"main": main, "errors": errors}
+        if self._online:
+            outputs["online"] = frames | "Online" >> beam.ParDo(
+                _WriteOnline(self._online, plan)).with_output_types(STORE_ROW_TYPE)
+        if self._offline:
+            outputs["offline"] = frames | "Offline" >> beam.ParDo(
+                _WriteOffline(self._offline, plan.output_fields())
+            ).with_output_types(STORE_ROW_TYPE)
+        return outputs
+

@@ -18,6 +18,7 @@ the helpers every transform needs around that: the input schema
 and the shared shape of ``errors`` rows (:func:`error_rows`).
 """
 
+import functools
 import json
 import math
 from collections import defaultdict
@@ -128,6 +129,17 @@ def rows_to_frame(rows: Sequence[Any], columns: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=list(columns))
 
 
+@functools.cache
+def _number_field(hint: Any) -> tuple[bool, bool, bool]:
+    """(numeric, integer, nullable) for a schema field's type."""
+    base = base_type(hint)
+    numeric = kind_of(hint) == "number"
+    integer = numeric and isinstance(base, type) and issubclass(base, (int, np.integer)) and (
+        not issubclass(base, (bool, np.bool_))
+    )
+    return numeric, integer, convert_to_beam_type(hint) != base
+
+
 def conform_to_schema(
     frame: pd.DataFrame, fields: Mapping[str, Any]
 ) -> tuple[pd.DataFrame, pd.Series]:
@@ -136,20 +148,16 @@ def conform_to_schema(
     A reader's chunk can disagree with the schema inferred from a sample: one
     ``'unknown'`` in an int column turns that chunk's column to text, an empty
     cell makes it float. Transforms that pass input fields on must send such
-    rows to ``errors`` (Beam cannot encode them). Returns the typed frame and,
-    per row, the first problem (None where the row fits).
+    rows to ``errors`` (Beam cannot encode them). Returns the typed frame (the
+    same frame where nothing needed typing) and, per row, the first problem
+    (None where the row fits).
     """
     reasons = pd.Series(None, index=frame.index, dtype=object)
     typed = {}
     for name, hint in fields.items():
+        numeric, integer, nullable = _number_field(hint)
         values = frame[name]
-        numeric = kind_of(hint) == "number"
-        integer = numeric and isinstance(base_type(hint), type) and issubclass(
-            base_type(hint), (int, np.integer)
-        ) and not issubclass(base_type(hint), (bool, np.bool_))
-        nullable = convert_to_beam_type(hint) != base_type(hint)
-        if not numeric or (values.dtype.kind in "iu" if integer else values.dtype.kind in "fiub"):
-            typed[name] = values
+        if not numeric or values.dtype.kind in ("iu" if integer else "fiub"):
             continue
         missing = values.isna()
         parsed = pd.to_numeric(values.astype(object), errors="coerce").astype("float64")
@@ -164,7 +172,12 @@ def conform_to_schema(
                 [None if pd.isna(v) else int(v) for v in parsed], index=frame.index, dtype=object
             )
         typed[name] = parsed
-    return pd.DataFrame(typed, index=frame.index), reasons
+    if not typed:
+        return frame, reasons
+    out = frame.copy()
+    for name, values in typed.items():
+        out[name] = values
+    return out, reasons
 
 
 def windowed(value: Any, window: BoundedWindow) -> WindowedValue:

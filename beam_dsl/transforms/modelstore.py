@@ -173,3 +173,21 @@ def promoted_models(template: str) -> dict[str, str] | None:
         for entry in manifest.get("models", [])
         if entry["promoted"]
     }
+
+
+def recorded_trusted_types(template: str, path: str) -> list[str]:
+    """The skops types TRAIN recorded as trusted for exactly this file.
+
+    TRAIN lists, per model, the types skops does not trust by default (such
+    as ``sklearn.tree._tree.Tree``) that it wrote itself. They are trusted only
+    while the file is the one the manifest names, byte for byte (same sha256).
+    """
+    manifest = read_manifest(template)
+    if manifest is None:
+        return []
+    directory = os.path.dirname(manifest_path(template))
+    for entry in manifest.get("models", []):
+        listed = entry.get("file") and os.path.normpath(os.path.join(directory, entry["file"]))
+        if listed == os.path.normpath(path) and entry.get("sha256") == file_sha256(path):
+            return list(entry.get("trusted_types", []))
+    return []

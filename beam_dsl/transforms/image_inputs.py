@@ -1,0 +1,135 @@
+"""Image inputs and weight precision for HUGGINGFACE models on a GPU.
+
+:func:`decode_images` turns a column of image values (file paths, encoded
+bytes, PIL images) into what the model's processor takes:
+
+* on a CUDA device, with a torchvision-backed image processor (transformers'
+  default where torchvision is installed), JPEGs are decoded on the GPU in one
+  nvJPEG batch and stay there as uint8 tensors, so the processor resizes and
+  normalizes them on the GPU as well: the host reads the compressed files and
+  uploads them (about 15 times fewer bytes than decoded pixels), and its cores
+  are free for the rest of the pipeline. Other formats, and JPEGs nvJPEG
+  refuses, are decoded by the host and uploaded;
+* otherwise PIL decodes them on a thread pool (Pillow lets go of the GIL while
+  it decodes).
+
+:func:`load_kwargs` picks the dtype to load weights in: a MODEL config's
+optional ``dtype`` (``float32``, ``bfloat16``, ``float16``), else ``auto``:
+bfloat16 on a CUDA device that supports it (as vLLM's ``auto`` runs float32
+checkpoints in half precision), the checkpoint's own dtype elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+_JPEG_MAGIC = b"\xff\xd8"
+
+
+@lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(min(8, os.cpu_count() or 1), thread_name_prefix="beam_dsl-images")
+
+
+def load_kwargs(config: dict[str, Any], device: str) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments for the weights' dtype (see the module docstring)."""
+    import torch
+
+    choice = config.get("dtype") or "auto"
+    if choice != "auto":
+        return {"dtype": getattr(torch, choice)}
+    if device == "cuda" and torch.cuda.is_bf16_supported():
+        return {"dtype": torch.bfloat16}
+    return {}
+
+
+def decodes_on_device(processor: Any, device: str) -> bool:
+    """Whether images can be decoded on ``device`` and handed to ``processor`` there."""
+    if device != "cuda":
+        return False
+    try:
+        import torchvision.io  # noqa: F401 - nvJPEG decoding
+    except ImportError:
+        return False
+    try:
+        from transformers.image_processing_backends import TorchvisionBackend as OnDevice
+    except ImportError:  # transformers 4
+        try:
+            from transformers.image_processing_utils_fast import BaseImageProcessorFast as OnDevice
+        except ImportError:
+            return False
+    return isinstance(getattr(processor, "image_processor", processor), OnDevice)
+
+
+def decode_images(
+    values: Sequence[Any], decode: Callable[[Any], Any], device: str | None = None
+) -> tuple[list[Any], list[BaseException | None]]:
+    """Each value's image (None where it failed) and exception (None where it worked).
+
+    ``decode`` turns one value into an RGB PIL image (or raises). With a
+    ``device``, JPEGs are decoded there and every image is a (3, H, W) uint8
+    tensor on it; without one, images are PIL images decoded on threads.
+    """
+    if device is None:
+        return _on_threads(values, decode)
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    images: list[Any] = [None] * len(values)
+    errors: list[BaseException | None] = [None] * len(values)
+    jpegs = {i: data for i, data in enumerate(map(_encoded, values))
+             if data is not None and data[:2] == _JPEG_MAGIC}
+    if jpegs:
+        try:
+            decoded = decode_jpeg(
+                [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in jpegs.values()],
+                mode=ImageReadMode.RGB,
+                device=device,
+            )
+        except RuntimeError:  # one bad file fails the batch: the host finds which
+            jpegs = {}
+        else:
+            for i, tensor in zip(jpegs, decoded, strict=True):
+                images[i] = tensor
+    rest = [i for i in range(len(values)) if i not in jpegs]
+    decoded_rest, rest_errors = _on_threads([values[i] for i in rest], decode)
+    for i, image, error in zip(rest, decoded_rest, rest_errors, strict=True):
+        if image is not None:
+            images[i] = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).to(device)
+        errors[i] = error
+    return images, errors
+
+
+def _encoded(value: Any) -> bytes | None:
+    """The encoded bytes of a path or bytes value; None for anything else."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str) and os.path.isfile(value):
+        try:
+            with open(value, "rb") as handle:
+                return handle.read()
+        except OSError:
+            return None  # the host decoder reports it
+    return None
+
+
+def _on_threads(
+    values: Sequence[Any], decode: Callable[[Any], Any]
+) -> tuple[list[Any], list[BaseException | None]]:
+    futures = [_pool().submit(decode, v) for v in values]
+    images: list[Any] = []
+    errors: list[BaseException | None] = []
+    for future in futures:
+        try:
+            images.append(future.result())
+            errors.append(None)
+        except Exception as exc:  # noqa: BLE001 - an undecodable image is a row error
+            images.append(None)
+            errors.append(exc)
+    return images, errors

@@ -1,0 +1,286 @@
+"""MODEL as a Beam transform: :class:`RunModel` (LANGUAGE.md section 2).
+
+RunModel is Beam's ``RunInference`` over :class:`PredictorHandler`, a Beam
+``ModelHandler`` whose model is a :class:`~beam_dsl.transforms.models.Predictor`
+and whose batches are pandas frames: ``BatchElements`` (BATCH min TO max
+[WAIT]) gathers rows, the predictor answers the whole frame at once, and one
+step turns the answer back into rows. So RunInference's model sharing
+(``SHARED`` = one copy per machine), metrics and side-input model updates
+(``REFRESH EVERY``) all apply, with no per-row model call.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import apache_beam as beam
+import pandas as pd
+from apache_beam.ml.inference.base import ModelHandler, RunInference
+from apache_beam.ml.inference.utils import WatchFilePattern
+from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.transforms.util import WaitOn
+
+from beam_dsl.transforms.batching import (
+    ERROR_ROW_TYPE,
+    error_rows,
+    optional,
+    row_type,
+    rows_to_frame,
+    schema_fields,
+)
+from beam_dsl.transforms.models import (
+    E_INPUT_MISSING,
+    Predictor,
+    build_predictor,
+    config_error,
+    configured_path,
+)
+
+_LOG = logging.getLogger(__name__)
+
+Scored = tuple[Sequence[Any], pd.DataFrame]  # a batch of rows and the predictions for them
+
+
+class PredictorHandler(ModelHandler[Any, Scored, Predictor]):
+    """A Beam ModelHandler that predicts whole batches of schema'd rows as one frame.
+
+    ``run_inference`` answers a batch with a single element, the batch and its
+    prediction frame, so the DoFn that makes output rows from it is the only
+    per-row step.
+
+    Args:
+        config: a lowered MODEL config.
+        columns: the input rows' field names.
+        allow_pickle: allow pickle / joblib model files.
+    """
+
+    def __init__(self, config: dict[str, Any], columns: Sequence[str], allow_pickle: bool = False):
+        super().__init__()
+        self._config = config
+        self._columns = list(columns)
+        self._allow_pickle = allow_pickle
+
+    def load_model(self) -> Predictor:
+        return build_predictor(self._config, self._allow_pickle)
+
+    def run_inference(
+        self,
+        batch: Sequence[Any],
+        model: Predictor,
+        inference_args: dict[str, Any] | None = None,
+    ) -> list[Scored]:
+        frame = rows_to_frame(batch, self._columns)
+        return [(batch, model.predict(frame, scores=False))]
+
+    def update_model_path(self, model_path: str | None = None) -> None:
+        """A REFRESH found a newer model file: the next load reads it."""
+        if model_path:
+            self._config = {**self._config, "path": model_path}
+
+    def batch_elements_kwargs(self) -> Mapping[str, Any]:
+        batch = self._config["batch"]
+        kwargs = {"min_batch_size": batch["min"], "max_batch_size": batch["max"]}
+        if batch.get("wait_s"):
+            kwargs["max_batch_duration_secs"] = batch["wait_s"]
+        return kwargs
+
+    def share_model_across_processes(self) -> bool:
+        return bool(self._config.get("shared"))
+
+    def get_num_bytes(self, batch: Sequence[Any]) -> int:
+        return len(batch)  # Beam's default pickles the batch only to measure it
+
+    def get_metrics_namespace(self) -> str:
+        return f"beam_dsl.{self._config['name']}"
+
+
+class _EmitRows(beam.DoFn):
+    """Scored batches -> output rows (input fields + OUTPUT fields + provenance) and error rows.
+
+    Output rows are instances of the output schema's NamedTuple type, built
+    positionally: the one per-row step of RunModel, so it stays lean.
+    """
+
+    def __init__(self, name: str, columns: Sequence[str], added: Sequence[str], out_type):
+        self._name = name
+        self._columns = list(columns)
+        self._added = list(added)
+        self._kept = [c for c in columns if c not in added]  # an OUTPUT may replace a field
+        self._out = out_type.user_type
+
+    def setup(self) -> None:
+        self._get = operator.attrgetter(*self._kept) if self._kept else (lambda row: ())
+        self._single = len(self._kept) == 1
+
+    def _inputs(self, rows: Sequence[Any]) -> Iterable[tuple]:
+        """Each row's kept input values, as a tuple."""
+        first = rows[0]
+        if self._kept == self._columns and getattr(first, "_fields", None) == tuple(self._kept):
+            return rows  # NamedTuples in schema order already are those tuples
+        if self._single:
+            return [(self._get(row),) for row in rows]
+        return map(self._get, rows)
+
+    def process(self, scored: Scored) -> list[Any]:
+        rows, result = scored
+        if not len(rows):
+            return []
+        failed = result["error"].notna().to_numpy()
+        added = zip(*(result[c].tolist() for c in self._added), strict=True)
+        new, out = tuple.__new__, self._out
+        if not failed.any():
+            pairs = zip(self._inputs(rows), added, strict=True)
+            return [new(out, (*kept, *more)) for kept, more in pairs]
+        outputs: list[Any] = [
+            new(out, (*kept, *more))
+            for kept, more, bad in zip(self._inputs(rows), added, failed.tolist(), strict=True)
+            if not bad
+        ]
+        bad_rows = [row for row, bad in zip(rows, failed, strict=True) if bad]
+        frame = rows_to_frame(bad_rows, self._columns)
+        errors = error_rows(frame, result["error"][failed], self._name)
+        return outputs + [beam.pvalue.TaggedOutput("errors", e) for e in errors]
+
+
+def _failed_batch_rows(
+    failed: tuple[Sequence[Any], Any], columns: Sequence[str], name: str
+) -> list[beam.Row]:
+    """Error rows for a batch whose inference raised (RunInference's dead-letter output)."""
+    batch, exc_info = failed
+    why = f"inference failed: {exc_info[1] if isinstance(exc_info, tuple) else exc_info}"
+    return error_rows(rows_to_frame(batch, columns), [why] * len(batch), name)
+
+
+class RunModel(beam.PTransform):
+    """Runs a MODEL over rows: one prediction per row, plus provenance.
+
+    Output ``main``: each input row's fields, the OUTPUT field(s), ``model_id``
+    (``path@sha256[:12]`` of the model that answered) and, for PER models,
+    ``model_key`` (the key whose model answered; the fallback's ``model_id``
+    where the fallback did). Output ``errors``: rows the model rejected or no
+    model serves, with the reason. The input may also be a dict: ``input`` (the
+    rows), ``model_updates`` (optional: Beam ``ModelMetadata`` whose
+    ``model_id`` is a new model path; it replaces REFRESH's file watch), and
+    any other names: PCollections to wait for before scoring, such as the
+    output of a TRAIN in the same pipeline that writes the models.
+
+    Args:
+        name: the MODEL's declared name.
+        framework: sklearn | pytorch | onnx | huggingface | custom.
+        path: the model file or directory; ``{key}`` for PER models; a glob
+            picks the newest match.
+        handler: CUSTOM's handler call ``{"callable", "args", "kwargs"}``.
+        model_class: PYTORCH's CLASS call (state-dict models).
+        call: HUGGINGFACE's CALL (e.g. ``generate`` and its keyword arguments).
+        per: key columns: one model per key.
+        fallback: the MODEL config that serves keys with no model.
+        input: the columns the model reads (default: those it was trained on,
+            else the whole row).
+        output: names of the prediction fields.
+        batch: ``{"min", "max", "wait_s"}`` for BatchElements.
+        device: cpu | gpu | auto.
+        shared: load one copy per machine instead of one per process.
+        refresh_s: in streaming pipelines, look for newer files matching
+            ``path`` this often and swap them in.
+        allow_pickle: allow pickle / joblib model files (they can run code
+            when loaded).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        framework: str,
+        path: str | None = None,
+        handler: dict[str, Any] | None = None,
+        model_class: dict[str, Any] | None = None,
+        call: dict[str, Any] | None = None,
+        per: list[str] | None = None,
+        fallback: dict[str, Any] | None = None,
+        input: list[str] | None = None,  # noqa: A002 - the MODEL clause's name
+        output: list[str] | None = None,
+        batch: dict[str, Any] | None = None,
+        device: str = "cpu",
+        shared: bool = False,
+        refresh_s: float | None = None,
+        allow_pickle: bool = False,
+    ):
+        super().__init__(label=name)  # Beam YAML and run summaries show the MODEL name
+        self._config = {
+            "name": name,
+            "framework": framework,
+            "path": path,
+            "handler": handler,
+            "model_class": model_class,
+            "call": call,
+            "per": list(per or []),
+            "fallback": fallback,
+            "input": input,
+            "output": list(output or [name]),
+            "batch": batch or {"min": 1, "max": 1024, "wait_s": None},
+            "device": device,
+            "shared": shared,
+            "refresh_s": refresh_s,
+        }
+        self._allow_pickle = allow_pickle
+
+    def expand(self, pcoll: beam.PCollection | Mapping[str, beam.PCollection]):
+        config = self._config
+        inputs = dict(pcoll) if isinstance(pcoll, Mapping) else {"input": pcoll}
+        pcoll = inputs.pop("input")
+        updates = inputs.pop("model_updates", None)
+        fields = schema_fields(pcoll.element_type)
+        if fields is None:
+            raise TypeError(f"MODEL {config['name']}: RunModel needs schema'd rows (beam.Row)")
+        self._check_columns(fields)
+        if inputs:  # e.g. the TRAINs of the same pipeline that write the models
+            pcoll = pcoll | "WaitForModels" >> WaitOn(*inputs.values())
+        added = [*config["output"], "model_id"] + (["model_key"] if config["per"] else [])
+        out_type = row_type(
+            [(n, t) for n, t in fields.items() if n not in config["output"]]
+            + [(n, Any) for n in config["output"]]
+            + [("model_id", str)]
+            + ([("model_key", optional(str))] if config["per"] else [])
+        )
+        handler = PredictorHandler(config, list(fields), self._allow_pickle)
+        updates = updates if updates is not None else self._watch(pcoll.pipeline)
+        answers, dead = pcoll | "RunInference" >> RunInference(
+            handler, model_metadata_pcoll=updates
+        ).with_exception_handling()
+        results = answers | "Rows" >> beam.ParDo(
+            _EmitRows(config["name"], list(fields), added, out_type)
+        ).with_output_types(out_type).with_outputs("errors", main="main")
+        failed = dead.failed_inferences | "FailedBatches" >> beam.FlatMap(
+            _failed_batch_rows, list(fields), config["name"]
+        )
+        errors = (results.errors, failed) | "Errors" >> beam.Flatten().with_output_types(
+            ERROR_ROW_TYPE
+        )
+        return {"main": results.main, "errors": errors}
+
+    def _check_columns(self, fields: Mapping[str, Any]) -> None:
+        config = self._config
+        for clause in ("input", "per"):
+            missing = [c for c in config[clause] or () if c not in fields]
+            if missing:
+                raise config_error(
+                    E_INPUT_MISSING,
+                    config,
+                    f"{clause.upper()} names {', '.join(missing)}, which the input rows lack",
+                    f"the input rows have: {', '.join(fields)}",
+                )
+
+    def _watch(self, pipeline: beam.Pipeline) -> beam.PCollection | None:
+        """REFRESH: newer files matching the path, as RunInference model updates."""
+        config = self._config
+        if not config["refresh_s"] or config["per"]:
+            return None  # PER models re-read their key set themselves
+        if not pipeline.options.view_as(StandardOptions).streaming:
+            _LOG.info("MODEL %s: REFRESH applies to streaming pipelines", config["name"])
+            return None
+        return pipeline | f"Watch {config['name']}" >> WatchFilePattern(
+            file_pattern=configured_path(config), interval=config["refresh_s"]
+        )
+

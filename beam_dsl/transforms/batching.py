@@ -180,6 +180,68 @@ def conform_to_schema(
     return out, reasons
 
 
+# ---------------------------------------------------------------- runners without batches
+
+
+def runs_batches(pipeline: beam.Pipeline) -> bool:
+    """Whether the runner runs batched DoFns, finish_bundle outputs and tagged outputs.
+
+    Fn API runners do. Beam 2.77's DaskRunner does none of the three: it calls
+    ``process`` only, drops what ``finish_bundle`` emits, and hands every
+    output of a multi-output ParDo to every consumer.
+    """
+    return pipeline.runner is not None and pipeline.runner.is_fnapi_compatible()
+
+
+def select(tagged: beam.PCollection, tag: str, label: str) -> beam.PCollection:
+    """The values of one tag of a PCollection of ``(tag, value)`` pairs (the runner-agnostic
+    way to have several outputs)."""
+    return tagged | label >> beam.FlatMap(lambda tv: [tv[1]] if tv[0] == tag else [])
+
+
+class _KeyByBatch(beam.DoFn):
+    """Keys each row by its bundle and its batch of ``size`` rows within the bundle."""
+
+    def __init__(self, size: int):
+        self._size = size
+
+    def start_bundle(self) -> None:
+        import uuid
+
+        self._bundle, self._seen = uuid.uuid4().hex, 0
+
+    def process(self, row):
+        yield (self._bundle, self._seen // self._size), row
+        self._seen += 1
+
+
+class RowsToFrames(beam.PTransform):
+    """Rows -> pandas frames of up to ``max_rows`` rows, with no output at bundle ends.
+
+    For runners that drop what ``finish_bundle`` emits (see :func:`runs_batches`):
+    a GroupByKey gathers each batch. A :class:`FrameDoFn` takes the frames as
+    they come.
+
+    Args:
+        columns: the rows' field names, in schema order.
+        max_rows: rows per frame.
+    """
+
+    def __init__(self, columns: Sequence[str], max_rows: int):
+        super().__init__()
+        self._columns = list(columns)
+        self._max_rows = max_rows
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        columns = self._columns
+        return (
+            rows
+            | "KeyByBatch" >> beam.ParDo(_KeyByBatch(self._max_rows))
+            | "Gather" >> beam.GroupByKey()
+            | "Frame" >> beam.MapTuple(lambda _, batch: rows_to_frame(list(batch), columns))
+        )
+
+
 def windowed(value: Any, window: BoundedWindow) -> WindowedValue:
     """``value`` placed in ``window`` (for outputs emitted outside ``process``)."""
     if isinstance(value, beam.pvalue.TaggedOutput):

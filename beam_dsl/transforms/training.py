@@ -1,0 +1,632 @@
+"""TRAIN: one scikit-learn model per key, as a Beam transform (LANGUAGE.md section 1).
+
+The work is columnar from end to end, so that a Beam pipeline trains about as
+fast as a hand-written pandas script (benchmarks/bench_training.py):
+
+1. **Prepare** (a :class:`~beam_dsl.transforms.batching.FrameDoFn`): frames of
+   rows (Beam's pandas batches straight from ReadFromCsv) are filtered by
+   WHERE, checked and typed column-wise (bad rows go to ``errors``), split by
+   key, and gathered per key over the whole bundle: one ``(key, frames)`` per
+   key and bundle goes on, not one element per row.
+2. **GroupByKey** over those frames.
+3. **Fit**: each key's rows are split (holdout), encoded, fitted, scored,
+   gated and saved (:func:`beam_dsl.transforms.fitting.fit_key`) on a thread
+   pool of ``fit_threads``: tree building releases the GIL, so keys overlap
+   on a worker's cores where the rest of the work (pandas, encoding) does not.
+4. **Manifest**: once every key is done, one manifest beside the models
+   records them all; only then are the per-key rows emitted on ``main`` and
+   ``skipped``.
+
+Runners without batched DoFns or finish_bundle outputs (Beam's DaskRunner)
+get another Prepare: rows are grouped by key first and each key's rows become
+one frame; Fit then runs in line. Either way, stage outputs are ``(tag,
+value)`` pairs split by FlatMaps and "after all keys" is a side input, not a
+combine, because the DaskRunner mishandles tagged outputs and CombineGlobally.
+
+Semantics (see docs of :class:`TrainModels` for the outputs):
+
+* Column types come from the input schema. Numeric columns (and columns
+  ENCODE scales) are read as numbers, the others as strings; a row with a
+  missing or unparsable PER column, label or feature goes to ``errors``.
+* Without ENCODE, string features are one-hot encoded (unknown categories
+  ignored at inference) and numeric ones pass through; ENCODE picks
+  ``onehot``, ``ordinal``, ``scale`` or ``passthrough`` per column. The
+  encoders and the estimator are saved together as one scikit-learn
+  Pipeline, so inference feeds the raw feature columns.
+* HOLDOUT: a key's rows are ordered by a hash of their feature and label
+  values keyed by SEED, and the first ``round(rows * fraction)`` are held
+  out (at least one row is always trained on). The split depends on the
+  data and the seed only, never on the order rows arrive in.
+* METRICS are computed on the held-out rows: accuracy, precision, recall,
+  f1, roc_auc for classifiers (binary: the positive class is the second of
+  the label's sorted classes over all keys; more classes: weighted
+  averages; roc_auc needs ``predict_proba``) and r2, mae, rmse for
+  regressors. A metric that cannot be computed (no held-out rows, a class
+  never predicted) is null. Without METRICS: accuracy or r2.
+* GATE is evaluated over the metrics and ``rows``, ``train_rows``,
+  ``holdout_rows``; a null metric fails it. A model that fails is reported
+  with ``promoted = false`` and is not written at all (a file an earlier run
+  wrote at that path is left alone, but the new manifest no longer lists it).
+* USING names an estimator class by dotted path: any class under
+  ``sklearn.``, ``xgboost.`` or ``lightgbm.``, or any other importable
+  class with ``fit`` and ``predict`` that scikit-learn recognises as a
+  classifier or a regressor. Its module is imported (which runs its code),
+  so a spec is trusted like the Python of a pipeline. Arguments are literals.
+* A key whose fit raises (say, one class only, for LogisticRegression) goes
+  to ``skipped`` with the error as the reason.
+"""
+
+import math
+import os
+from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pandas as pd
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import BoundedWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from beam_dsl.diagnostics import did_you_mean
+from beam_dsl.transforms import expr, modelstore
+from beam_dsl.transforms.batching import (
+    ERROR_ROW_TYPE,
+    FrameDoFn,
+    base_type,
+    error_rows,
+    kind_of,
+    optional,
+    row_type,
+    rows_to_frame,
+    runs_batches,
+    schema_fields,
+    select,
+    windowed,
+)
+from beam_dsl.transforms.fitting import (
+    CLASSIFICATION_METRICS,
+    DEFAULT_METRIC,
+    ENCODERS,
+    REGRESSION_METRICS,
+    Plan,
+    build_estimator,
+    config_error,
+    fit_key,
+    prepare_frame,
+)
+
+COUNTER_NAMESPACE = "beam_dsl"
+# Fit jobs queued per thread before Fit waits for the oldest (bounds memory).
+QUEUED_PER_THREAD = 2
+
+
+_PYTHON_TYPES = ((bool, np.bool_), (int, np.integer), (float, np.floating), (str, str))
+
+
+def _python_type(hint: Any) -> type | None:
+    hint = base_type(hint)
+    if isinstance(hint, type):
+        for python, bases in _PYTHON_TYPES:
+            if issubclass(hint, bases):
+                return python
+    return None
+
+
+def make_plan(config: Mapping[str, Any], fields: Mapping[str, Any], task: str) -> Plan:
+    """Resolves the lowered config against the input's schema fields; E430/E434 on mismatch."""
+    name = config["name"]
+
+    def need(column: str, what: str) -> None:
+        if column not in fields:
+            raise config_error(
+                name,
+                "E430",
+                f"the input has no column '{column}' ({what})",
+                hint=did_you_mean(column, fields),
+            )
+
+    per = tuple(config["per"])
+    for column in per:
+        need(column, "PER")
+    need(config["label"], "LABEL")
+    if config["features"] is None:
+        for column in config["features_except"]:
+            need(column, "FEATURES * EXCEPT")
+        excluded = {*config["features_except"], config["label"], *per}
+        features = tuple(c for c in fields if c not in excluded)
+    else:
+        features = tuple(config["features"])
+        for column in features:
+            need(column, "FEATURES")
+    if not features:
+        raise config_error(name, "E430", "TRAIN has no feature columns left")
+    for column in expr.columns_of(config["where"]):
+        need(column, "WHERE")
+
+    encode = config["encode"] or {}
+    chosen = {c: encoder for encoder, columns in encode.items() for c in columns}
+    for column in chosen:
+        if column not in features:
+            raise config_error(name, "E430", f"ENCODE names '{column}', which is not a feature")
+    kinds, encoders = {}, {}
+    for column in features:
+        kind = kind_of(fields[column])
+        if kind == "other":
+            raise config_error(
+                name, "E434", f"feature '{column}' has type {fields[column]}; "
+                "TRAIN reads numbers and strings"
+            )
+        if chosen.get(column) == "scale":
+            kind = "number"
+        kinds[column] = kind
+        encoders[column] = chosen.get(column) or ("onehot" if kind == "text" else "passthrough")
+
+    def python_type(column: str) -> type:
+        found = _python_type(fields[column])
+        if found is None:
+            raise config_error(
+                name, "E434", f"column '{column}' has type {fields[column]}; "
+                "PER and LABEL columns must hold strings, numbers or booleans"
+            )
+        return found
+
+    label_type = float if task == "regression" else python_type(config["label"])
+    return Plan(
+        name=name,
+        columns=tuple(fields),
+        per=per,
+        per_types=tuple(python_type(c) for c in per),
+        where=config["where"],
+        features=features,
+        feature_kinds=kinds,
+        encoders=encoders,
+        label=config["label"],
+        label_type=label_type,
+        estimator=config["estimator"],
+        task=task,
+        holdout=float(config["holdout"]),
+        seed=int(config["seed"]),
+        metrics=tuple(config["metrics"]) or (DEFAULT_METRIC[task],),
+        min_rows=int(config["min_rows"]),
+        gate=config["gate"],
+        save_to=config["save_to"],
+    )
+
+
+# ---------------------------------------------------------------- the DoFns
+
+
+class _Counters:
+    """The transform's Beam counters, ``beam_dsl:<name>.<what>``."""
+
+    NAMES = ("rows_in", "filtered", "errors", "trained", "held_out", "skipped", "promoted",
+             "rejected")
+
+    def __init__(self, name: str):
+        for what in self.NAMES:
+            setattr(self, what, Metrics.counter(COUNTER_NAMESPACE, f"{name}.{what}"))
+
+
+def _tagged(tag: str, value: Any) -> tuple[str, Any]:
+    """An output of a stage with several: Beam's DaskRunner mixes up tagged outputs."""
+    return (tag, value)
+
+
+def _prepare(plan: Plan, frame: pd.DataFrame, counters: "_Counters") -> Iterator[Any]:
+    """WHERE and typing for one frame of rows: yields ``errors`` rows, then returns the
+    usable rows typed (PER columns, label, features)."""
+    counters.rows_in.inc(len(frame))
+    if plan.where is not None:
+        keep = expr.mask(plan.where, frame)
+        counters.filtered.inc(int((~keep).sum()))
+        frame = frame[keep]
+    typed, reasons = prepare_frame(plan, frame)
+    bad = reasons.notna()
+    if bad.any():
+        counters.errors.inc(int(bad.sum()))
+        for row in error_rows(frame[bad], reasons[bad], plan.name):
+            yield _tagged("errors", row)
+        typed = typed[~bad]
+    return typed
+
+
+def _by_key(plan: Plan, typed: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame]]:
+    """The features and label of ``typed``, split by key."""
+    values = typed[[*plan.features, plan.label]]
+    if not plan.per:
+        yield (), values
+        return
+    for key, part in values.groupby([typed[c] for c in plan.per], sort=False):
+        yield tuple(_plain(k) for k in key), part
+
+
+def _labels(plan: Plan, typed: pd.DataFrame) -> set:
+    """The classes among ``typed``'s labels (none for a regressor: they are not classes)."""
+    if plan.task != "classification":
+        return set()
+    return set(typed[plan.label].unique().tolist())
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class _PrepareFrames(FrameDoFn):
+    """Frames of rows -> one ``keyed`` (key, frame) per key and bundle, ``errors`` rows and
+    the bundle's ``labels`` (Fn API runners: batches in, finish_bundle outputs)."""
+
+    def __init__(self, plan: Plan):
+        super().__init__(plan.columns)
+        self._plan = plan
+
+    def setup(self) -> None:
+        self._counters = _Counters(self._plan.name)
+
+    def start_bundle(self) -> None:
+        super().start_bundle()
+        self._parts: dict[tuple[BoundedWindow, tuple], list[pd.DataFrame]] = defaultdict(list)
+        self._labels: dict[BoundedWindow, set] = defaultdict(set)
+
+    def process_frame(self, frame: pd.DataFrame, window: BoundedWindow) -> Iterator[Any]:
+        typed = yield from _prepare(self._plan, frame, self._counters)
+        self._labels[window].update(_labels(self._plan, typed))
+        for key, part in _by_key(self._plan, typed):
+            self._parts[(window, key)].append(part)
+
+    def finish_frames(self) -> Iterator[tuple[Any, BoundedWindow]]:
+        for (window, key), parts in self._parts.items():
+            yield _tagged("keyed", (key, parts)), window
+        for window, labels in self._labels.items():
+            yield _tagged("labels", labels), window
+
+
+def _row_key(plan: Plan) -> Any:
+    """A function of a row to its key's values as TRAIN reads them (None where unusable)."""
+
+    def value(raw: Any, to: type) -> Any:
+        if raw is None or (isinstance(raw, float) and math.isnan(raw)):
+            return None
+        if to is str:
+            return str(raw)
+        try:
+            number = float(raw)
+        except (TypeError, ValueError):
+            return None
+        if to is int:
+            return int(number) if number.is_integer() else None
+        return number != 0 if to is bool else number
+
+    def key(row: Any) -> tuple:
+        return tuple(value(getattr(row, c), t) for c, t in zip(plan.per, plan.per_types,
+                                                                strict=True))
+
+    return key
+
+
+class _PrepareGroups(beam.DoFn):
+    """A key's rows (after a GroupByKey of rows) -> ``keyed``, ``errors`` and ``labels``
+    (runners without batched DoFns or finish_bundle outputs, such as Beam's DaskRunner)."""
+
+    def __init__(self, plan: Plan):
+        self._plan = plan
+
+    def setup(self) -> None:
+        self._counters = _Counters(self._plan.name)
+
+    def process(self, element):
+        _, rows = element
+        frame = rows_to_frame(list(rows), self._plan.columns)
+        typed = yield from _prepare(self._plan, frame, self._counters)
+        yield _tagged("labels", _labels(self._plan, typed))
+        for key, part in _by_key(self._plan, typed):
+            yield _tagged("keyed", (key, [part]))
+
+
+class _Fit(beam.DoFn):
+    """Fits each key's model: on a thread pool of ``threads`` (results leave in
+    finish_bundle, in the order keys came in), or in line when ``threads`` is 1."""
+
+    def __init__(self, plan: Plan, threads: int):
+        self._plan = plan
+        self._threads = threads
+
+    def setup(self) -> None:
+        self._counters = _Counters(self._plan.name)
+        self._estimator = self._plan.make_estimator()
+        self._pool = (
+            ThreadPoolExecutor(self._threads, thread_name_prefix=f"fit-{self._plan.name}")
+            if self._threads > 1 else None
+        )
+
+    def start_bundle(self) -> None:
+        self._pending: deque[tuple[Future, BoundedWindow]] = deque()
+
+    def process(self, element, window=beam.DoFn.WindowParam, classes=()):
+        key, parts = element
+        frames = [frame for bundle_frames in parts for frame in bundle_frames]
+        args = (self._plan, self._estimator, key, frames, _union(classes))
+        if self._pool is None:
+            yield self._count(fit_key(*args))
+            return
+        self._pending.append((self._pool.submit(fit_key, *args), window))
+        while len(self._pending) > QUEUED_PER_THREAD * self._threads:
+            yield self._collect()
+
+    def finish_bundle(self):
+        while self._pending:
+            yield self._collect()
+
+    def _collect(self) -> WindowedValue:
+        """The oldest pending key's result, in the window its key came in."""
+        job, window = self._pending.popleft()
+        return windowed(self._count(job.result()), window)
+
+    def teardown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def _count(self, result: dict[str, Any]) -> dict[str, Any]:
+        counters = self._counters
+        if "skipped" in result:
+            counters.skipped.inc(result["rows"])
+        else:
+            counters.trained.inc(result["train_rows"])
+            counters.held_out.inc(result["holdout_rows"])
+            (counters.promoted if result["promoted"] else counters.rejected).inc()
+        return result
+
+
+class _WriteManifest(beam.DoFn):
+    """Writes the one manifest for all keys, then emits the ``main`` and ``skipped`` rows."""
+
+    def __init__(self, plan: Plan):
+        self._plan = plan
+
+    def process(self, _, results=(), classes=()):
+        plan = self._plan
+        results = sorted(results, key=lambda r: modelstore.safe_key(r["key"]))
+        manifest_dir = os.path.dirname(modelstore.manifest_path(plan.save_to)) or "."
+        trained = [r for r in results if "skipped" not in r]
+        skipped = [r for r in results if "skipped" in r]
+        modelstore.write_manifest(
+            plan.save_to,
+            {
+                **plan.manifest_header(),
+                "classes": _union(classes) if plan.task == "classification" else None,
+                "models": [
+                    {
+                        "key": list(r["key"]),
+                        "file": (
+                            os.path.relpath(r["model_uri"], manifest_dir)
+                            if r["model_uri"] else None
+                        ),
+                        "sha256": r["sha256"],
+                        "trusted_types": r["trusted_types"],
+                        "rows": r["rows"],
+                        "train_rows": r["train_rows"],
+                        "holdout_rows": r["holdout_rows"],
+                        "metrics": {k: _finite(v) for k, v in r["metrics"].items()},
+                        "promoted": r["promoted"],
+                    }
+                    for r in trained
+                ],
+                "skipped": [
+                    {"key": list(r["key"]), "rows": r["rows"], "reason": r["skipped"]}
+                    for r in skipped
+                ],
+            },
+        )
+        for r in trained:
+            yield _tagged("main", beam.Row(
+                **dict(zip(plan.per, r["key"], strict=True)),
+                rows=r["rows"],
+                train_rows=r["train_rows"],
+                holdout_rows=r["holdout_rows"],
+                **{k: _finite(v) for k, v in r["metrics"].items()},
+                model_uri=r["model_uri"],
+                promoted=r["promoted"],
+            ))
+        for r in skipped:
+            yield _tagged("skipped", beam.Row(
+                **dict(zip(plan.per, r["key"], strict=True)), rows=r["rows"],
+                reason=r["skipped"],
+            ))
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else value
+
+
+def _union(label_sets: Iterable[Iterable[Any]]) -> list:
+    """The sorted union of the label sets the Prepare stage saw."""
+    out: set = set()
+    for labels in label_sets:
+        out.update(labels)
+    return sorted(out)
+
+
+# ---------------------------------------------------------------- the transform
+
+
+class TrainModels(beam.PTransform):
+    """Trains one scikit-learn model per key (``TRAIN``), saves them and a manifest.
+
+    The input is a schema'd PCollection of rows. Outputs:
+
+    * ``main``: one row per trained key: the PER columns, ``rows`` (usable
+      rows: trained on or held out), ``train_rows``, ``holdout_rows``, each
+      metric (float, null when not computable), ``model_uri`` (null when the
+      model failed GATE and was not written) and ``promoted``.
+    * ``skipped``: keys not trained: the PER columns, ``rows`` and ``reason``
+      (fewer than MIN ROWS rows, or the fit failed).
+    * ``errors``: rows that could not be used (``row`` as JSON, ``reason``,
+      ``transform``).
+
+    Every input row is counted once in the Beam counters ``beam_dsl`` /
+    ``<name>.rows_in`` = ``filtered`` (by WHERE) + ``errors`` + ``trained``
+    + ``held_out`` + ``skipped``; ``promoted`` and ``rejected`` count models.
+
+    Args:
+        name: the TRAIN statement's name.
+        per: key columns; empty for one model over all rows.
+        where: a lowered expression selecting the rows to train on, or None.
+        features: feature columns, or None for every column but
+            ``features_except``, the label and the PER columns.
+        features_except: columns left out when ``features`` is None.
+        label: the label column.
+        estimator: the estimator class and its literal arguments, as
+            ``{"callable": "sklearn.tree.DecisionTreeClassifier", "args": [],
+            "kwargs": {...}}``.
+        encode: encoder name (onehot, ordinal, scale, passthrough) to the
+            columns it encodes, or None for the defaults.
+        holdout: the fraction of each key's rows held out for metrics.
+        seed: the seed of the holdout split.
+        metrics: metric names; empty for accuracy (classifiers) or r2.
+        min_rows: keys with fewer usable rows are skipped.
+        gate: a lowered expression over the metrics a model must pass to be
+            written, or None.
+        save_to: the model path, with ``{key}`` where PER is given; the
+            suffix picks the format (.skops, or .pkl/.joblib).
+        fit_threads: models fitted at once on a worker (0: one per CPU).
+        resource_hints: Beam resource hints (``min_ram``, ``cpu_count``, ...)
+            for the fitting step alone, so that reading and preparing rows
+            still fuse with the step before.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        per: list[str],
+        where: dict[str, Any] | None,
+        features: list[str] | None,
+        features_except: list[str],
+        label: str,
+        estimator: dict[str, Any],
+        encode: dict[str, list[str]] | None,
+        holdout: float,
+        seed: int,
+        metrics: list[str],
+        min_rows: int,
+        gate: dict[str, Any] | None,
+        save_to: str,
+        fit_threads: int = 0,
+        resource_hints: dict[str, str] | None = None,
+    ):
+        super().__init__()
+        self.name = name  # the declared name, for run summaries
+        self._config = {
+            "name": name, "per": list(per), "where": where, "features": features,
+            "features_except": list(features_except), "label": label, "estimator": estimator,
+            "encode": encode, "holdout": holdout, "seed": seed, "metrics": list(metrics),
+            "min_rows": min_rows, "gate": gate, "save_to": save_to,
+        }
+        self._fit_threads = fit_threads or len(os.sched_getaffinity(0))
+        self._fit_hints = dict(resource_hints or {})
+        self._task = self._check_config()
+
+    def _check_config(self) -> str:
+        """Checks what needs no data; returns the task. Raises DiagnosticError (E43x)."""
+        from sklearn.base import is_classifier, is_regressor
+
+        c, name = self._config, self._config["name"]
+        estimator = build_estimator(name, c["estimator"])
+        if is_classifier(estimator):
+            task, allowed = "classification", CLASSIFICATION_METRICS
+        elif is_regressor(estimator):
+            task, allowed = "regression", REGRESSION_METRICS
+        else:
+            raise config_error(
+                name, "E432", f"'{c['estimator']['callable']}' is neither a classifier "
+                "nor a regressor", hint="estimators should inherit sklearn's ClassifierMixin "
+                "or RegressorMixin",
+            )
+        for metric in c["metrics"]:
+            if metric not in allowed:
+                raise config_error(
+                    name, "E432", f"metric '{metric}' does not apply to {task}",
+                    hint=f"{task} metrics: {', '.join(allowed)}",
+                )
+        for encoder in c["encode"] or {}:
+            if encoder not in ENCODERS:
+                raise config_error(name, "E433", f"unknown encoder '{encoder}'",
+                                    hint=f"encoders: {', '.join(ENCODERS)}")
+        if ("{key}" in c["save_to"]) != bool(c["per"]):
+            raise config_error(
+                name, "E433", f"SAVE TO '{c['save_to']}' " + (
+                    "needs {key}, since TRAIN has PER" if c["per"] else
+                    "has {key}, but TRAIN has no PER"
+                ),
+            )
+        if not 0 <= c["holdout"] < 1:
+            raise config_error(name, "E433", f"HOLDOUT {c['holdout']} is not in [0, 1)")
+        gate_names = {*(c["metrics"] or [DEFAULT_METRIC[task]]), "rows", "train_rows",
+                      "holdout_rows"}
+        for column in expr.columns_of(c["gate"]):
+            if column not in gate_names:
+                raise config_error(
+                    name, "E433", f"GATE reads '{column}', which is not a metric of this TRAIN",
+                    hint=f"GATE can read {', '.join(sorted(gate_names))}",
+                )
+        clash = set(c["per"]) & {"rows", "train_rows", "holdout_rows", "model_uri", "promoted",
+                                 "reason", *allowed}
+        if clash:
+            raise config_error(name, "E433", f"PER column '{sorted(clash)[0]}' clashes with "
+                                "an output column of TRAIN")
+        return task
+
+    def expand(self, rows: beam.PCollection) -> dict[str, beam.PCollection]:
+        fields = schema_fields(rows.element_type)
+        if fields is None:
+            raise config_error(
+                self._config["name"], "E430",
+                f"TRAIN needs rows with a schema; its input has type {rows.element_type}",
+                hint="read with ReadFromCsv/ReadFromParquet, or produce beam.Row",
+            )
+        plan = make_plan(self._config, fields, self._task)
+        if runs_batches(rows.pipeline):
+            staged = rows | "Prepare" >> beam.ParDo(_PrepareFrames(plan))
+            threads = self._fit_threads
+        else:
+            key = _row_key(plan)
+            staged = (
+                rows
+                | "KeyRows" >> beam.Map(lambda row: (key(row), row))
+                | "GroupRows" >> beam.GroupByKey()
+                | "Prepare" >> beam.ParDo(_PrepareGroups(plan))
+            )
+            threads = 1
+        # Side inputs, not combines: Beam's DaskRunner mishandles CombineGlobally.
+        classes = beam.pvalue.AsList(select(staged, "labels", "Labels"))
+        fit = beam.ParDo(_Fit(plan, threads), classes=classes)
+        if self._fit_hints:
+            fit = fit.with_resource_hints(**self._fit_hints)
+        keyed = select(staged, "keyed", "Keyed")
+        results = keyed | "GroupByKey" >> beam.GroupByKey() | "Fit" >> fit
+        done = (
+            rows.pipeline
+            | "Once" >> beam.Create([None])
+            | "WriteManifest" >> beam.ParDo(
+                _WriteManifest(plan), results=beam.pvalue.AsList(results), classes=classes
+            )
+        )
+        key_fields = list(zip(plan.per, plan.per_types, strict=True))
+        main = select(done, "main", "Main")
+        main.element_type = row_type(
+            [
+                *key_fields,
+                ("rows", int),
+                ("train_rows", int),
+                ("holdout_rows", int),
+                *[(m, optional(float)) for m in plan.metrics],
+                ("model_uri", optional(str)),
+                ("promoted", bool),
+            ]
+        )
+        skipped = select(done, "skipped", "Skipped")
+        skipped.element_type = row_type([*key_fields, ("rows", int), ("reason", str)])
+        errors = select(staged, "errors", "Errors")
+        errors.element_type = ERROR_ROW_TYPE
+        return {"main": main, "skipped": skipped, "errors": errors}

@@ -20,11 +20,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+import apache_beam as beam
+import pandas as pd
+from apache_beam.metrics import Metrics
+
 from beam_dsl.diagnostics import DiagnosticError
-from beam_dsl.dsl.compiler import compile_pipeline
+from beam_dsl.dsl.compiler import Compilation, compile_pipeline
 from beam_dsl.dsl.lower import TRANSFORM_CLASSES
+from beam_dsl.dsl.yamlfile import load_schema
+from beam_dsl.transforms.batching import schema_fields
 
 COUNTER_NAMESPACE = "beam_dsl"
+
+# Frameworks whose beam_dsl code (or a user's handler) may import torch.
+_TORCH_FRAMEWORKS = {"pytorch", "huggingface", "custom"}
 
 
 @dataclass
@@ -82,10 +91,34 @@ def _progress(out: TextIO | None, every_s: float = 5.0) -> Iterator[None]:
         done.set()
 
 
+class _Count(beam.DoFn):
+    """Counts rows into a Beam counter."""
+
+    def __init__(self, counter: str):
+        self.counter_name = counter
+
+    def setup(self):
+        self.counter = Metrics.counter(COUNTER_NAMESPACE, self.counter_name)
+
+    def process(self, element):
+        self.counter.inc()
+
+
+class _CountFrames(_Count):
+    """Counts schema'd rows a pandas batch at a time where the producer makes batches
+    (Beam YAML's ReadFromCsv does), so counting does not explode them into rows."""
+
+    def get_input_batch_type(self, input_element_type):
+        return pd.DataFrame
+
+    @beam.DoFn.yields_elements
+    def process_batch(self, batch):
+        self.counter.inc(len(batch))
+        yield from ()  # Beam needs a generator; the count is all this does
+
+
 def _count_rows(pipeline: Any) -> None:
     """Adds a counter on every input and output of each beam_dsl transform."""
-    import apache_beam as beam
-    from apache_beam.metrics import Metrics
     from apache_beam.pipeline import PipelineVisitor
 
     found: list[tuple[str, str, Any]] = []
@@ -116,20 +149,11 @@ def _count_rows(pipeline: Any) -> None:
 
     pipeline.visit(Visitor())
 
-    class Count(beam.DoFn):
-        def __init__(self, counter: str):
-            self.counter_name = counter
-
-        def setup(self):
-            self.counter = Metrics.counter(COUNTER_NAMESPACE, self.counter_name)
-
-        def process(self, element):
-            self.counter.inc()
-
     for i, (name, tag, pcoll) in enumerate(found):
         if isinstance(pcoll, beam.pvalue.PCollection):
             label = f"rows.{name}.{tag}"
-            _ = pcoll | f"beam_dsl count {i} {label}" >> beam.ParDo(Count(label))
+            counter = _CountFrames if schema_fields(pcoll.element_type) else _Count
+            _ = pcoll | f"beam_dsl count {i} {label}" >> beam.ParDo(counter(label))
 
 
 def _summary(result: Any, wall_s: float) -> RunSummary:
@@ -153,6 +177,48 @@ def _summary(result: Any, wall_s: float) -> RunSummary:
         else:
             summary.counters[name] = summary.counters.get(name, 0) + value
     return summary
+
+
+def _frameworks(config: Any) -> set[str]:
+    """Every model framework named anywhere in a lowered config (ensembles nest models)."""
+    if isinstance(config, dict):
+        found = {config["framework"]} if isinstance(config.get("framework"), str) else set()
+        for value in config.values():
+            found |= _frameworks(value)
+        return found
+    if isinstance(config, list):
+        return set().union(*map(_frameworks, config)) if config else set()
+    return set()
+
+
+def _may_need_torch(compilation: Compilation) -> bool:
+    """Whether building the pipeline may import torch: a torch-based MODEL, or a
+    transform that is neither beam_dsl's nor a Beam YAML built-in (a user's
+    provider, PyTransform), which could import anything."""
+    builtins = set(load_schema("beam_yaml_transforms.json")["transforms"]) - {"PyTransform"}
+    known = builtins | set(compilation.defs) | {"composite", "chain"}
+    if compilation.types - known:
+        return True
+    return any(_frameworks(d.config) & _TORCH_FRAMEWORKS for d in compilation.defs.values())
+
+
+@contextlib.contextmanager
+def _torch_hidden(hide: bool) -> Iterator[None]:
+    """Makes ``import torch`` fail while Beam YAML loads its standard providers.
+
+    Beam's ML providers import torch when it is installed (2-3 s of a run's
+    start-up here) and skip it on ImportError; a pipeline that uses no torch
+    model does not need it.
+    """
+    if not hide or "torch" in sys.modules:
+        yield
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]
 
 
 def _make_runner(name: str, dask_address: str | None, stack: contextlib.ExitStack):
@@ -210,7 +276,6 @@ def run_pipeline(
     if not compilation.ok:
         raise DiagnosticError(compilation.diagnostics)
 
-    import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.yaml import yaml_transform
 
@@ -220,9 +285,10 @@ def run_pipeline(
         runner_obj, extra_args = _make_runner(runner, dask_address, stack)
         options = PipelineOptions([*beam_args, *extra_args])
         pipeline = beam.Pipeline(runner=runner_obj, options=options)
-        yaml_transform.expand_pipeline(
-            pipeline, compilation.yaml_text, providers=_runner_providers(runner)
-        )
+        with _torch_hidden(not _may_need_torch(compilation)):
+            yaml_transform.expand_pipeline(
+                pipeline, compilation.yaml_text, providers=_runner_providers(runner)
+            )
         _count_rows(pipeline)
         with _progress(progress):
             result = pipeline.run()

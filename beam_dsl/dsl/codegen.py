@@ -81,7 +81,7 @@ def _rewrite(transform: dict, defs: dict[str, TransformDef]) -> dict:
 
 def generate(pipeline: dict, defs: dict[str, TransformDef], source_name: str) -> str:
     """The Beam YAML text for ``pipeline`` (a parsed pipeline.yaml, ``specs`` dropped)."""
-    used = sorted(_used_types(pipeline["pipeline"]) & set(defs))
+    used = sorted(used_types(pipeline["pipeline"]) & set(defs))
     doc: dict[str, Any] = {}
     providers = list(pipeline.get("providers") or [])
     if used:
@@ -102,11 +102,12 @@ def generate(pipeline: dict, defs: dict[str, TransformDef], source_name: str) ->
     return HEADER.format(source=source_name) + body
 
 
-def _used_types(node: dict) -> set[str]:
+def used_types(node: dict) -> set[str]:
+    """Every transform type a pipeline (or composite) uses."""
     types = {node["type"]} if isinstance(node.get("type"), str) else set()
     for child in node.get("transforms") or ():
-        types |= _used_types(child)
+        types |= used_types(child)
     for key in ("source", "sink"):
         if isinstance(node.get(key), dict):
-            types |= _used_types(node[key])
+            types |= used_types(node[key])
     return types

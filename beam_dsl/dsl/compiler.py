@@ -16,14 +16,14 @@ from typing import Any
 from beam_dsl.diagnostics import Diagnostic, Source, did_you_mean
 from beam_dsl.dsl import ast
 from beam_dsl.dsl.checks import check_names, check_spec
-from beam_dsl.dsl.codegen import generate
+from beam_dsl.dsl.codegen import generate, used_types
 from beam_dsl.dsl.lower import TransformDef, lower_spec
 from beam_dsl.dsl.parser import parse
 from beam_dsl.dsl.yamlfile import YamlDocument, load_schema, load_yaml, render_jinja, validate
 
 # Keys a pipeline may set in the `config:` of a spec transform: run-time options
 # that are not part of the spec itself.
-RUNTIME_OPTIONS = {"allow_pickle"}
+RUNTIME_OPTIONS = {"allow_pickle", "fit_threads"}
 
 # Pipeline-level transform types that are not providers' transforms.
 _STRUCTURAL = {"composite", "chain"}
@@ -35,6 +35,7 @@ class Compilation:
     yaml_text: str | None = None
     defs: dict[str, TransformDef] = field(default_factory=dict)
     pipeline_dir: str = "."
+    types: set[str] = field(default_factory=set)  # every transform type the pipeline uses
 
     @property
     def ok(self) -> bool:
@@ -159,7 +160,7 @@ def compile_pipeline(path: str, variables: dict[str, Any] | None = None) -> Comp
     if diagnostics:
         return Compilation(diagnostics, None, defs, pipeline_dir)
     yaml_text = generate(doc.data, defs, os.path.basename(path))
-    return Compilation([], yaml_text, defs, pipeline_dir)
+    return Compilation([], yaml_text, defs, pipeline_dir, used_types(doc.data["pipeline"]))
 
 
 def _check_transforms(

@@ -369,13 +369,19 @@ def lower_spec(
     out = []
     for stmt in spec.statements:
         kind = type(stmt).__name__
+        config = _LOWERERS[kind](stmt, models)
+        hints = lower_hints(stmt)
+        if kind == "Train" and hints:
+            # TRAIN applies its hints to the fitting step only: hints on the whole
+            # transform would stop Beam fusing the read into it (every row re-encoded).
+            config["resource_hints"], hints = hints, {}
         out.append(
             TransformDef(
                 name=stmt.name.name,
                 kind=kind,
                 class_path=TRANSFORM_CLASSES[kind],
-                config=_LOWERERS[kind](stmt, models),
-                resource_hints=lower_hints(stmt),
+                config=config,
+                resource_hints=hints,
                 source=spec.path,
             )
         )

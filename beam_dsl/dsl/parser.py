@@ -48,6 +48,7 @@ def _lark() -> lark.Lark:
         parser="lalr",
         propagate_positions=True,
         maybe_placeholders=True,
+        cache=True,  # the LALR tables, in the temp dir, keyed by grammar and lark version
     )
 
 

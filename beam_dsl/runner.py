@@ -202,23 +202,33 @@ def _may_need_torch(compilation: Compilation) -> bool:
     return any(_frameworks(d.config) & _TORCH_FRAMEWORKS for d in compilation.defs.values())
 
 
+class _NoTorch:
+    """A meta path finder that makes ``import torch`` raise ImportError."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError("torch is not loaded while Beam YAML builds this pipeline")
+        return None
+
+
 @contextlib.contextmanager
 def _torch_hidden(hide: bool) -> Iterator[None]:
     """Makes ``import torch`` fail while Beam YAML loads its standard providers.
 
     Beam's ML providers import torch when it is installed (2-3 s of a run's
     start-up here) and skip it on ImportError; a pipeline that uses no torch
-    model does not need it.
+    model does not need it. (A finder, not ``sys.modules["torch"] = None``:
+    scipy takes a None entry for a loaded module.)
     """
     if not hide or "torch" in sys.modules:
         yield
         return
-    sys.modules["torch"] = None  # type: ignore[assignment]
+    sys.meta_path.insert(0, _NoTorch)
     try:
         yield
     finally:
-        if "torch" in sys.modules and sys.modules["torch"] is None:
-            del sys.modules["torch"]
+        sys.meta_path.remove(_NoTorch)
 
 
 def _make_runner(name: str, dask_address: str | None, stack: contextlib.ExitStack):

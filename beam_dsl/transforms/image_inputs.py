@@ -9,7 +9,9 @@ bytes, PIL images) into what the model's processor takes:
   normalizes them on the GPU as well: the host reads the compressed files and
   uploads them (about 15 times fewer bytes than decoded pixels), and its cores
   are free for the rest of the pipeline. Other formats, and JPEGs nvJPEG
-  refuses, are decoded by the host and uploaded;
+  refuses, are decoded by the host and uploaded. (nvJPEG upsamples 4:2:0
+  chroma unlike libjpeg: pixels differ from PIL's by 0.17 levels on average
+  on a 640x480 photo-like JPEG, by none for 4:4:4);
 * otherwise PIL decodes them on a thread pool (Pillow lets go of the GIL while
   it decodes).
 
@@ -101,7 +103,7 @@ def decode_images(
     decoded_rest, rest_errors = _on_threads([values[i] for i in rest], decode)
     for i, image, error in zip(rest, decoded_rest, rest_errors, strict=True):
         if image is not None:
-            images[i] = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).to(device)
+            images[i] = torch.from_numpy(np.array(image)).permute(2, 0, 1).to(device)
         errors[i] = error
     return images, errors
 

@@ -51,6 +51,9 @@ class RunSummary:
 
     def render(self) -> str:
         lines = [f"beam_dsl: finished in {self.wall_s:.1f}s"]
+        if not self.rows_in and not self.rows_out:
+            lines.append("  (this runner reports no row counts)")
+            return "\n".join(lines)
         for name, rows in sorted(self.rows_in.items()):
             outs = ", ".join(
                 f"{k.split('.', 1)[1]} {v}"

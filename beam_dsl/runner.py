@@ -44,6 +44,7 @@ class RunSummary:
     rows_in: dict[str, int] = field(default_factory=dict)
     rows_out: dict[str, int] = field(default_factory=dict)  # "transform.output" -> rows
     counters: dict[str, int] = field(default_factory=dict)  # the transforms' own counters
+    counted: bool = True  # False where the runner reports no metrics (Dask)
 
     @property
     def errors(self) -> int:
@@ -51,7 +52,7 @@ class RunSummary:
 
     def render(self) -> str:
         lines = [f"beam_dsl: finished in {self.wall_s:.1f}s"]
-        if not self.rows_in and not self.rows_out:
+        if not self.counted:
             lines.append("  (this runner reports no row counts)")
             return "\n".join(lines)
         for name, rows in sorted(self.rows_in.items()):
@@ -164,6 +165,7 @@ def _summary(result: Any, wall_s: float) -> RunSummary:
     try:
         counters = result.metrics().query()["counters"]
     except Exception:  # some runners report no metrics
+        summary.counted = False
         return summary
     for counter in counters:
         if counter.key.metric.namespace != COUNTER_NAMESPACE:

@@ -73,6 +73,14 @@ def members_of(output: Mapping[str, Any]) -> list[str]:
     return [a for a in output["args"] if isinstance(a, str)]
 
 
+def reads_scores(output: Mapping[str, Any]) -> bool:
+    """Whether the combiner weighs its members' confidence or class probabilities."""
+    name = output["combiner"]
+    if name == "vote":
+        return (output.get("kwargs") or {}).get("mode", "hard") == "soft"
+    return name in ("mean", "max_confidence", "rank_fusion")
+
+
 def validate(output: Mapping[str, Any], steps: Sequence[str]) -> None:
     """Raises ValueError if the lowered OUTPUT cannot run over these steps."""
     name = output["combiner"]
@@ -124,7 +132,7 @@ def _weights(output: Mapping[str, Any], members: Sequence[Member]) -> list[float
 
 
 def _no_errors(index: pd.Index) -> pd.Series:
-    return pd.Series([None] * len(index), index=index, dtype=object)
+    return pd.Series(None, index=index, dtype=object)
 
 
 def _result(

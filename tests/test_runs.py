@@ -91,14 +91,19 @@ def _outcome(run_dir: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def in_process(census_dir, tmp_path_factory) -> dict:
+def trained_dir(census_dir, tmp_path_factory) -> str:
+    """The census example run in-process: models, manifest and outputs."""
     run_dir = _fresh_copy(census_dir, tmp_path_factory.mktemp("inproc"))
     out = io.StringIO()
     code = main(["run", os.path.join(run_dir, "pipeline.yaml"), "-q"], out=out)
     assert code == 0
-    summary = out.getvalue()
-    assert f"income_by_education: {ROWS} rows in" in summary
-    return _outcome(run_dir)
+    assert f"income_by_education: {ROWS} rows in" in out.getvalue()
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def in_process(trained_dir) -> dict:
+    return _outcome(trained_dir)
 
 
 def test_every_row_is_accounted_for(in_process):
@@ -148,3 +153,49 @@ def test_dask_runner_gives_the_same_metrics_and_models(census_dir, in_process, t
     )
     assert code == 0
     assert _outcome(run_dir) == in_process
+
+
+SERVE_SPEC = """
+MODEL income_models
+  SKLEARN 'models/income/{key}.skops'
+  PER education
+  OUTPUT predicted_income;
+"""
+
+SERVE_PIPELINE = """
+specs: [serve.bdsl]
+pipeline:
+  type: composite
+  transforms:
+    - {type: ReadFromCsv, name: census, config: {path: data/generated/census.csv}}
+    - {type: income_models, input: census}
+    - {type: WriteToJson, name: w1, input: income_models, config: {path: out/predictions}}
+    - {type: WriteToJson, name: w2, input: income_models.errors, config: {path: out/unserved}}
+"""
+
+
+def _serve(trained_dir: str, target: str, *runner: str) -> tuple[list, list]:
+    shutil.copytree(trained_dir, target)
+    with open(os.path.join(target, "serve.bdsl"), "w") as f:
+        f.write(SERVE_SPEC)
+    with open(os.path.join(target, "serve.yaml"), "w") as f:
+        f.write(SERVE_PIPELINE)
+    assert main(["run", os.path.join(target, "serve.yaml"), "-q", *runner], out=io.StringIO()) == 0
+    served = [
+        (r["fnlwgt"], r["education"], r["predicted_income"], r["model_key"])
+        for r in _json_rows(os.path.join(target, "out", "predictions*"))
+    ]
+    reasons = sorted(r["reason"] for r in _json_rows(os.path.join(target, "out", "unserved*")))
+    return sorted(served), reasons
+
+
+def test_per_key_inference_is_the_same_on_dask(trained_dir, tmp_path):
+    """MODEL ... PER over the models TRAIN wrote: keys without a promoted model
+    (gated, skipped) have no model and no FALLBACK, so their rows go to errors."""
+    served, reasons = _serve(trained_dir, str(tmp_path / "inproc"))
+    assert len(served) + len(reasons) == ROWS
+    assert served and reasons
+    assert all(key == education for _, education, _, key in served)
+    assert _serve(trained_dir, str(tmp_path / "dask"), "--runner", "DaskRunner") == (
+        served, reasons
+    )

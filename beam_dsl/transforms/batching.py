@@ -180,6 +180,67 @@ def conform_to_schema(
     return out, reasons
 
 
+class ConformRows(beam.DoFn):
+    """Rows -> ``("main", row)``, or ``("errors", error row)`` when a numeric field
+    holds a value that does not fit the row's own schema.
+
+    The per-row form of :func:`conform_to_schema`, for steps that take rows one
+    at a time: Beam YAML's ReadFromCsv can yield rows its schema does not fit
+    (one ``'unknown'`` in an int column makes that chunk's column text), and
+    the first step that encodes such a row crashes the pipeline. Text that
+    parses (``'35'``) is converted; anything else becomes an error row.
+    """
+
+    def __init__(self, fields: Mapping[str, Any], transform: str):
+        self._columns = list(fields)
+        self._transform = transform
+        self._checks = []
+        for name, hint in fields.items():
+            numeric, integer, nullable = _number_field(hint)
+            if numeric:
+                self._checks.append((name, integer, nullable))
+
+    @staticmethod
+    def _fits(value: Any, integer: bool, nullable: bool) -> bool:
+        if value is None:
+            return nullable
+        if integer:
+            return isinstance(value, (int, np.integer))
+        return isinstance(value, (int, float, np.number))
+
+    @staticmethod
+    def _fit(value: Any, integer: bool, nullable: bool, name: str) -> tuple[Any, str | None]:
+        """The value as the field's type, or a reason it cannot be."""
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return None, None if nullable else f"missing value for field '{name}'"
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = None
+        what = "an integer" if integer else "a number"
+        if number is None or np.isnan(number) or (integer and not number.is_integer()):
+            return None, f"field '{name}' is not {what}: {value!r}"
+        return (int(number) if integer else number), None
+
+    def process(self, row):
+        fixes = {}
+        for name, integer, nullable in self._checks:
+            value = getattr(row, name)
+            if self._fits(value, integer, nullable):
+                continue
+            fixed, reason = self._fit(value, integer, nullable, name)
+            if reason is not None:
+                frame = rows_to_frame([row], self._columns)
+                yield "errors", error_rows(frame, [reason], self._transform)[0]
+                return
+            fixes[name] = fixed
+        if fixes:
+            row = row._replace(**fixes) if hasattr(row, "_replace") else beam.Row(
+                **{**row._asdict(), **fixes}
+            )
+        yield "main", row
+
+
 # ---------------------------------------------------------------- runners without batches
 
 
@@ -193,10 +254,13 @@ def runs_batches(pipeline: beam.Pipeline) -> bool:
     return pipeline.runner is not None and pipeline.runner.is_fnapi_compatible()
 
 
-def select(tagged: beam.PCollection, tag: str, label: str) -> beam.PCollection:
+def select(
+    tagged: beam.PCollection, tag: str, label: str, element_type: Any = None
+) -> beam.PCollection:
     """The values of one tag of a PCollection of ``(tag, value)`` pairs (the runner-agnostic
-    way to have several outputs)."""
-    return tagged | label >> beam.FlatMap(lambda tv: [tv[1]] if tv[0] == tag else [])
+    way to have several outputs), typed ``element_type`` where given (a schema, say)."""
+    pick = beam.FlatMap(lambda tv: [tv[1]] if tv[0] == tag else [])
+    return tagged | label >> (pick.with_output_types(element_type) if element_type else pick)
 
 
 class _KeyByBatch(beam.DoFn):
@@ -215,12 +279,33 @@ class _KeyByBatch(beam.DoFn):
         self._seen += 1
 
 
-class RowsToFrames(beam.PTransform):
-    """Rows -> pandas frames of up to ``max_rows`` rows, with no output at bundle ends.
+class RowBatches(beam.PTransform):
+    """Rows -> lists of up to ``max_rows`` rows, with no output at bundle ends.
 
-    For runners that drop what ``finish_bundle`` emits (see :func:`runs_batches`):
-    a GroupByKey gathers each batch. A :class:`FrameDoFn` takes the frames as
-    they come.
+    For runners that drop what ``finish_bundle`` emits (see :func:`runs_batches`),
+    where Beam's BatchElements loses each bundle's last batch: a GroupByKey
+    gathers each batch instead.
+
+    Args:
+        max_rows: rows per batch.
+    """
+
+    def __init__(self, max_rows: int):
+        super().__init__()
+        self._max_rows = max_rows
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        return (
+            rows
+            | "KeyByBatch" >> beam.ParDo(_KeyByBatch(self._max_rows))
+            | "Gather" >> beam.GroupByKey()
+            | "List" >> beam.MapTuple(lambda _, batch: list(batch))
+        )
+
+
+class RowsToFrames(beam.PTransform):
+    """Rows -> pandas frames of up to ``max_rows`` rows (:class:`RowBatches` as frames),
+    which a :class:`FrameDoFn` takes as they come.
 
     Args:
         columns: the rows' field names, in schema order.
@@ -236,9 +321,8 @@ class RowsToFrames(beam.PTransform):
         columns = self._columns
         return (
             rows
-            | "KeyByBatch" >> beam.ParDo(_KeyByBatch(self._max_rows))
-            | "Gather" >> beam.GroupByKey()
-            | "Frame" >> beam.MapTuple(lambda _, batch: rows_to_frame(list(batch), columns))
+            | "Batch" >> RowBatches(self._max_rows)
+            | "Frame" >> beam.Map(lambda batch: rows_to_frame(batch, columns))
         )
 
 

@@ -22,7 +22,6 @@ import math
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 import pandas as pd
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
@@ -40,25 +39,34 @@ def _python_type(dtype: Any) -> type:
     return str
 
 
+# Beam's ReadFromCsv infers its schema from the first 100 rows of the first file.
+_SAMPLE_ROWS = 100
+
+
 def _schema(path: str, kwargs: dict) -> list[tuple[str, type]]:
-    """Column types of the first file, read whole as Beam's ReadFromCsv does (one
-    unparsable value makes a column a string column)."""
+    """Column types as Beam's ReadFromCsv infers them: from the first rows of the first file."""
     first = FileSystems.match([path])[0].metadata_list
     if not first:
         raise FileNotFoundError(f"no file matches '{path}'")
     with FileSystems.open(first[0].path) as f:
-        sample = pd.read_csv(f, **kwargs)
+        sample = pd.read_csv(f, nrows=_SAMPLE_ROWS, **kwargs)
     return [(str(c), _python_type(t)) for c, t in sample.dtypes.items()]
 
 
 def _value(value: Any, kind: type) -> Any:
+    """``value`` as ``kind``; as it was where it is not one (Beam's reader passes such
+    values on too, and beam_dsl's transforms send those rows to ``errors``)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if kind is str:
         return str(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
     if kind is int:
-        return int(value) if float(value).is_integer() else value
-    return kind(value.item() if isinstance(value, np.generic) else value)
+        return int(number) if number.is_integer() else value
+    return kind(number)
 
 
 class ReadFromCsv(beam.PTransform):
@@ -82,12 +90,18 @@ class ReadFromCsv(beam.PTransform):
         def rows(readable: fileio.ReadableFile):
             with readable.open() as f:
                 for chunk in pd.read_csv(f, chunksize=50_000, **kwargs):
+                    # As in Beam's reader, a chunk where a numeric column holds text
+                    # passes that column's values on as pandas read them (strings).
+                    kinds = [
+                        str if kind is not str and chunk[name].dtype == object else kind
+                        for name, kind in fields
+                    ]
                     columns = [chunk[name].tolist() for name, _ in fields]
                     for values in zip(*columns, strict=True):
                         yield beam.Row(
                             **{
                                 name: _value(v, kind)
-                                for (name, kind), v in zip(fields, values, strict=True)
+                                for (name, _), kind, v in zip(fields, kinds, values, strict=True)
                             }
                         )
 

@@ -50,7 +50,9 @@ from beam_dsl.transforms.batching import (
     json_records,
     row_type,
     rows_to_frame,
+    runs_batches,
     schema_fields,
+    select,
 )
 from beam_dsl.transforms.panes import (
     E_COLUMN,
@@ -77,17 +79,6 @@ DEFAULT_SHARDS = 16
 
 def _tagged(tag: str, value: Any) -> tuple[str, Any]:
     return (tag, value)
-
-
-def _select(tagged: beam.PCollection, tag: str, label: str) -> beam.PCollection:
-    """The values of one tag of a PCollection of ``(tag, value)`` (runner-agnostic outputs)."""
-    return tagged | label >> beam.FlatMap(lambda tv: [tv[1]] if tv[0] == tag else [])
-
-
-def _runs_batches(pipeline: beam.Pipeline) -> bool:
-    """Whether the runner executes Beam's batched DoFns (Fn API runners do; Dask does not)."""
-    runner = pipeline.runner
-    return runner is not None and runner.is_fnapi_compatible()
 
 
 # ---------------------------------------------------------------- batch
@@ -402,26 +393,26 @@ class ComputeFeatures(beam.PTransform):
             raise config_error(name, E_COLUMN, "FEATURES needs rows with a schema; its input "
                                f"has type {pcoll.element_type}")
         plan = FeaturePlan.build(self._config, fields)
-        batches = _runs_batches(pcoll.pipeline)
+        batches = runs_batches(pcoll.pipeline)
         if not pcoll.is_bounded:
             keyed = pcoll | "KeyEvents" >> beam.ParDo(_KeyEvents(plan))
             windowed = (
-                _select(keyed, "events", "Events")
+                select(keyed, "events", "Events")
                 | "Windows" >> beam.ParDo(_StreamWindows(plan))
             )
-            frames = _select(windowed, "frames", "Frames")
+            frames = select(windowed, "frames", "Frames")
             errors = (
-                _select(keyed, "errors", "BadRows"),
-                _select(windowed, "errors", "LateRows"),
+                select(keyed, "errors", "BadRows"),
+                select(windowed, "errors", "LateRows"),
             ) | "Errors" >> beam.Flatten()
         elif batches:
             staged = pcoll | "Panes" >> beam.ParDo(_PaneStates(plan, self._shards))
             frames = (
-                _select(staged, "panes", "SelectPanes")
+                select(staged, "panes", "SelectPanes")
                 | "Shuffle" >> beam.GroupByKey()
                 | "Rollup" >> beam.ParDo(_Rollup(plan))
             )
-            errors = _select(staged, "errors", "Errors")
+            errors = select(staged, "errors", "Errors")
         else:
             shards = self._shards
             entity = plan.entity
@@ -433,8 +424,8 @@ class ComputeFeatures(beam.PTransform):
                 | "Shuffle" >> beam.GroupByKey()
                 | "Windows" >> beam.ParDo(_ShardWindows(plan))
             )
-            frames = _select(staged, "frames", "Frames")
-            errors = _select(staged, "errors", "Errors")
+            frames = select(staged, "frames", "Frames")
+            errors = select(staged, "errors", "Errors")
         output_type = row_type(plan.output_fields())
         main = frames | "Rows" >> (
             beam.ParDo(_FrameBatches(output_type)) if batches

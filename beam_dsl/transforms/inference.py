@@ -11,6 +11,7 @@ step turns the answer back into rows. So RunInference's model sharing
 
 from __future__ import annotations
 
+import functools
 import logging
 import operator
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,11 +26,15 @@ from apache_beam.transforms.util import WaitOn
 
 from beam_dsl.transforms.batching import (
     ERROR_ROW_TYPE,
+    ConformRows,
+    RowBatches,
     error_rows,
     optional,
     row_type,
     rows_to_frame,
+    runs_batches,
     schema_fields,
+    select,
 )
 from beam_dsl.transforms.models import (
     E_INPUT_MISSING,
@@ -97,6 +102,19 @@ class PredictorHandler(ModelHandler[Any, Scored, Predictor]):
         return f"beam_dsl.{self._config['name']}"
 
 
+class _PredictBatches(beam.DoFn):
+    """Lists of rows -> scored batches, through the handler RunInference would use."""
+
+    def __init__(self, handler: PredictorHandler):
+        self._handler = handler
+
+    def setup(self) -> None:
+        self._model = self._handler.load_model()
+
+    def process(self, rows: list[Any]) -> Iterable[Scored]:
+        return self._handler.run_inference(rows, self._model)
+
+
 class _EmitRows(beam.DoFn):
     """Scored batches -> output rows (input fields + OUTPUT fields + provenance) and error rows.
 
@@ -104,7 +122,10 @@ class _EmitRows(beam.DoFn):
     positionally: the one per-row step of RunModel, so it stays lean.
     """
 
-    def __init__(self, name: str, columns: Sequence[str], added: Sequence[str], out_type):
+    def __init__(
+        self, name: str, columns: Sequence[str], added: Sequence[str], out_type, pairs: bool
+    ):
+        self._pairs = pairs  # emit ("main" | "errors", row) pairs instead of tagged outputs
         self._name = name
         self._columns = list(columns)
         self._added = list(added)
@@ -133,7 +154,8 @@ class _EmitRows(beam.DoFn):
         new, out = tuple.__new__, self._out
         if not failed.any():
             pairs = zip(self._inputs(rows), added, strict=True)
-            return [new(out, (*kept, *more)) for kept, more in pairs]
+            outputs = [new(out, (*kept, *more)) for kept, more in pairs]
+            return [("main", o) for o in outputs] if self._pairs else outputs
         outputs: list[Any] = [
             new(out, (*kept, *more))
             for kept, more, bad in zip(self._inputs(rows), added, failed.tolist(), strict=True)
@@ -142,6 +164,8 @@ class _EmitRows(beam.DoFn):
         bad_rows = [row for row, bad in zip(rows, failed, strict=True) if bad]
         frame = rows_to_frame(bad_rows, self._columns)
         errors = error_rows(frame, result["error"][failed], self._name)
+        if self._pairs:
+            return [("main", o) for o in outputs] + [("errors", e) for e in errors]
         return outputs + [beam.pvalue.TaggedOutput("errors", e) for e in errors]
 
 
@@ -244,18 +268,39 @@ class RunModel(beam.PTransform):
             + [("model_id", str)]
             + ([("model_key", optional(str))] if config["per"] else [])
         )
+        # Rows whose values do not fit their own schema leave first: RunInference
+        # encodes rows when batching them, and Beam cannot encode those.
+        checked = pcoll | "Conform" >> beam.ParDo(ConformRows(fields, config["name"]))
+        pcoll = select(checked, "main", "Fitting", pcoll.element_type)
+        unfit = select(checked, "errors", "Unfit", ERROR_ROW_TYPE)
         handler = PredictorHandler(config, list(fields), self._allow_pickle)
         updates = updates if updates is not None else self._watch(pcoll.pipeline)
-        answers, dead = pcoll | "RunInference" >> RunInference(
-            handler, model_metadata_pcoll=updates
-        ).with_exception_handling()
-        results = answers | "Rows" >> beam.ParDo(
-            _EmitRows(config["name"], list(fields), added, out_type)
-        ).with_output_types(out_type).with_outputs("errors", main="main")
+        inference = RunInference(handler, model_metadata_pcoll=updates)
+        emit = functools.partial(_EmitRows, config["name"], list(fields), added, out_type)
+        if not runs_batches(pcoll.pipeline):
+            # Beam 2.77's DaskRunner drops what finish_bundle emits (BatchElements
+            # loses each bundle's last batch) and hands every output of a
+            # multi-output ParDo to every consumer: batch with a GroupByKey, predict
+            # with the same handler, and emit (tag, row) pairs.
+            pairs = (
+                pcoll
+                | "Batch" >> RowBatches(config["batch"]["max"])
+                | "Predict" >> beam.ParDo(_PredictBatches(handler))
+                | "Rows" >> beam.ParDo(emit(pairs=True))
+            )
+            errors = select(pairs, "errors", "Errors", ERROR_ROW_TYPE)
+            return {
+                "main": select(pairs, "main", "Main", out_type),
+                "errors": (errors, unfit) | "AllErrors" >> beam.Flatten(),
+            }
+        answers, dead = pcoll | "RunInference" >> inference.with_exception_handling()
+        results = answers | "Rows" >> beam.ParDo(emit(pairs=False)).with_output_types(
+            out_type
+        ).with_outputs("errors", main="main")
         failed = dead.failed_inferences | "FailedBatches" >> beam.FlatMap(
             _failed_batch_rows, list(fields), config["name"]
         )
-        errors = (results.errors, failed) | "Errors" >> beam.Flatten().with_output_types(
+        errors = (results.errors, failed, unfit) | "Errors" >> beam.Flatten().with_output_types(
             ERROR_ROW_TYPE
         )
         return {"main": results.main, "errors": errors}

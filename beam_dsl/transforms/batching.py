@@ -21,6 +21,7 @@ and the shared shape of ``errors`` rows (:func:`error_rows`).
 import functools
 import json
 import math
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Optional
@@ -181,32 +182,40 @@ def conform_to_schema(
 
 
 class ConformRows(beam.DoFn):
-    """Rows -> ``("main", row)``, or ``("errors", error row)`` when a numeric field
-    holds a value that does not fit the row's own schema.
+    """Rows -> rows, and error rows for those where a numeric field holds a value
+    that does not fit the row's own schema.
 
     The per-row form of :func:`conform_to_schema`, for steps that take rows one
     at a time: Beam YAML's ReadFromCsv can yield rows its schema does not fit
     (one ``'unknown'`` in an int column makes that chunk's column text), and
     the first step that encodes such a row crashes the pipeline. Text that
-    parses (``'35'``) is converted; anything else becomes an error row.
+    parses (``'35'``) is converted; anything else becomes an error row. Errors
+    are a tagged output ``errors``, or with ``pairs`` every output is a
+    ``("main" | "errors", row)`` pair (for runners without tagged outputs).
     """
 
-    def __init__(self, fields: Mapping[str, Any], transform: str):
+    def __init__(self, fields: Mapping[str, Any], transform: str, pairs: bool = False):
         self._columns = list(fields)
         self._transform = transform
+        self._pairs = pairs
         self._checks = []
         for name, hint in fields.items():
             numeric, integer, nullable = _number_field(hint)
             if numeric:
                 self._checks.append((name, integer, nullable))
 
-    @staticmethod
-    def _fits(value: Any, integer: bool, nullable: bool) -> bool:
-        if value is None:
-            return nullable
-        if integer:
-            return isinstance(value, (int, np.integer))
-        return isinstance(value, (int, float, np.number))
+    def setup(self) -> None:
+        names = [name for name, _, _ in self._checks]
+        get = operator.attrgetter(*names) if names else (lambda row: ())
+        self._get = (lambda row: (get(row),)) if len(names) == 1 else get
+        # The exact types that fit each field: one set lookup per value on the fast path.
+        ints = {int, bool, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
+                np.uint32, np.uint64, np.bool_}
+        numbers = ints | {float, np.float16, np.float32, np.float64}
+        self._fitting = [
+            frozenset((ints if integer else numbers) | ({type(None)} if nullable else set()))
+            for _, integer, nullable in self._checks
+        ]
 
     @staticmethod
     def _fit(value: Any, integer: bool, nullable: bool, name: str) -> tuple[Any, str | None]:
@@ -224,21 +233,25 @@ class ConformRows(beam.DoFn):
 
     def process(self, row):
         fixes = {}
-        for name, integer, nullable in self._checks:
-            value = getattr(row, name)
-            if self._fits(value, integer, nullable):
+        for value, fitting, (name, integer, nullable) in zip(
+            self._get(row), self._fitting, self._checks, strict=True
+        ):
+            if type(value) in fitting:
                 continue
             fixed, reason = self._fit(value, integer, nullable, name)
             if reason is not None:
                 frame = rows_to_frame([row], self._columns)
-                yield "errors", error_rows(frame, [reason], self._transform)[0]
+                error = error_rows(frame, [reason], self._transform)[0]
+                yield ("errors", error) if self._pairs else beam.pvalue.TaggedOutput(
+                    "errors", error
+                )
                 return
             fixes[name] = fixed
         if fixes:
             row = row._replace(**fixes) if hasattr(row, "_replace") else beam.Row(
                 **{**row._asdict(), **fixes}
             )
-        yield "main", row
+        yield ("main", row) if self._pairs else row
 
 
 # ---------------------------------------------------------------- runners without batches

@@ -270,14 +270,22 @@ class RunModel(beam.PTransform):
         )
         # Rows whose values do not fit their own schema leave first: RunInference
         # encodes rows when batching them, and Beam cannot encode those.
-        checked = pcoll | "Conform" >> beam.ParDo(ConformRows(fields, config["name"]))
-        pcoll = select(checked, "main", "Fitting", pcoll.element_type)
-        unfit = select(checked, "errors", "Unfit", ERROR_ROW_TYPE)
+        batches = runs_batches(pcoll.pipeline)
+        conform = ConformRows(fields, config["name"], pairs=not batches)
+        if batches:
+            checked = pcoll | "Conform" >> beam.ParDo(conform).with_output_types(
+                pcoll.element_type
+            ).with_outputs("errors", main="main")
+            pcoll, unfit = checked.main, checked.errors
+        else:
+            checked = pcoll | "Conform" >> beam.ParDo(conform)
+            pcoll = select(checked, "main", "Fitting", pcoll.element_type)
+            unfit = select(checked, "errors", "Unfit", ERROR_ROW_TYPE)
         handler = PredictorHandler(config, list(fields), self._allow_pickle)
         updates = updates if updates is not None else self._watch(pcoll.pipeline)
         inference = RunInference(handler, model_metadata_pcoll=updates)
         emit = functools.partial(_EmitRows, config["name"], list(fields), added, out_type)
-        if not runs_batches(pcoll.pipeline):
+        if not batches:
             # Beam 2.77's DaskRunner drops what finish_bundle emits (BatchElements
             # loses each bundle's last batch) and hands every output of a
             # multi-output ParDo to every consumer: batch with a GroupByKey, predict

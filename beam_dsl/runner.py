@@ -219,12 +219,13 @@ class _NoTorch:
 
 @contextlib.contextmanager
 def _torch_hidden(hide: bool) -> Iterator[None]:
-    """Makes ``import torch`` fail while Beam YAML loads its standard providers.
+    """Makes ``import torch`` fail while a pipeline that needs no torch is built and run.
 
-    Beam's ML providers import torch when it is installed (2-3 s of a run's
-    start-up here) and skip it on ImportError; a pipeline that uses no torch
-    model does not need it. (A finder, not ``sys.modules["torch"] = None``:
-    scipy takes a None entry for a loaded module.)
+    Where torch is installed, Beam YAML's ML providers import it (2-3 s of a
+    run's start-up here) and so does skops, through scikit-learn's array-API
+    shim (1-2 s more, in TRAIN's first save); both skip it on ImportError. (A
+    finder, not ``sys.modules["torch"] = None``: scipy takes a None entry for a
+    loaded module.)
     """
     if not hide or "torch" in sys.modules:
         yield
@@ -300,10 +301,10 @@ def run_pipeline(
         runner_obj, extra_args = _make_runner(runner, dask_address, stack)
         options = PipelineOptions([*beam_args, *extra_args])
         pipeline = beam.Pipeline(runner=runner_obj, options=options)
-        with _torch_hidden(not _may_need_torch(compilation)):
-            yaml_transform.expand_pipeline(
-                pipeline, compilation.yaml_text, providers=_runner_providers(runner)
-            )
+        stack.enter_context(_torch_hidden(not _may_need_torch(compilation)))
+        yaml_transform.expand_pipeline(
+            pipeline, compilation.yaml_text, providers=_runner_providers(runner)
+        )
         _count_rows(pipeline)
         with _progress(progress):
             result = pipeline.run()

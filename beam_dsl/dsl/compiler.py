@@ -23,7 +23,12 @@ from beam_dsl.dsl.yamlfile import YamlDocument, load_schema, load_yaml, render_j
 
 # Keys a pipeline may set in the `config:` of a spec transform: run-time options
 # that are not part of the spec itself.
-RUNTIME_OPTIONS = {"allow_pickle", "fit_threads"}
+RUNTIME_OPTIONS = {
+    "Train": ("fit_threads",),
+    "Model": ("allow_pickle",),
+    "Ensemble": ("allow_pickle",),
+    "Features": (),
+}
 
 # Pipeline-level transform types that are not providers' transforms.
 _STRUCTURAL = {"composite", "chain"}
@@ -151,7 +156,7 @@ def compile_pipeline(path: str, variables: dict[str, Any] | None = None) -> Comp
             spec_paths.append(spec_path)
     parsed, syntax = _parse_specs(spec_paths)
     diagnostics.extend(syntax)
-    declared = {s.name.name for spec, _ in parsed for s in spec.statements}
+    declared = {s.name.name: type(s).__name__ for spec, _ in parsed for s in spec.statements}
 
     columns: dict[str, list[str]] = {}
     diagnostics.extend(_check_transforms(doc, declared, pipeline_dir, columns))
@@ -164,11 +169,11 @@ def compile_pipeline(path: str, variables: dict[str, Any] | None = None) -> Comp
 
 
 def _check_transforms(
-    doc: YamlDocument, declared: set[str], pipeline_dir: str, columns: dict[str, list[str]]
+    doc: YamlDocument, declared: dict[str, str], pipeline_dir: str, columns: dict[str, list[str]]
 ) -> list[Diagnostic]:
     """Transform types must be Beam YAML built-ins, provider transforms or declared names."""
     builtins = set(load_schema("beam_yaml_transforms.json")["transforms"])
-    known = builtins | declared | _provider_types(doc.data) | _STRUCTURAL
+    known = builtins | set(declared) | _provider_types(doc.data) | _STRUCTURAL
     out = []
     for transform, path, siblings in _walk(doc.data["pipeline"], ("pipeline",)):
         kind = transform.get("type")
@@ -188,14 +193,15 @@ def _check_transforms(
         if kind not in declared:
             continue
         config = transform.get("config")
-        for key in sorted(set(config if isinstance(config, dict) else ()) - RUNTIME_OPTIONS):
+        options = RUNTIME_OPTIONS[declared[kind]]
+        for key in sorted(set(config if isinstance(config, dict) else ()) - set(options)):
             out.append(
                 doc.source.diagnostic(
                     "E106",
                     f"'{kind}' is declared in a spec and takes no config key '{key}'",
                     doc.span(path + ("config", key)),
                     "change the spec instead; run-time options are "
-                    + ", ".join(sorted(RUNTIME_OPTIONS)),
+                    + (", ".join(options) or "none"),
                 )
             )
         found = _input_columns(transform, siblings, pipeline_dir)

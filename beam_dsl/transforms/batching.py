@@ -91,6 +91,28 @@ def optional(hint: Any) -> Any:
     return Optional[hint]  # noqa: UP045 - typing.Optional is what Beam schemas read
 
 
+def is_missing(raw: Any) -> bool:
+    """None or a float NaN: how a reader gives an empty cell."""
+    return raw is None or (isinstance(raw, float) and math.isnan(raw))
+
+
+def as_type(raw: Any, to: type) -> Any:
+    """``raw`` read as a value of ``to`` (str, int, float or bool), as a reader's text
+    or numbers come; None where it is missing or cannot be one (``'unknown'`` as an
+    int, ``3.5`` as an int). A parsed float may be NaN (``'nan'``)."""
+    if is_missing(raw):
+        return None
+    if to is str:
+        return str(raw)
+    try:
+        number = float(raw)
+    except (TypeError, ValueError):
+        return None
+    if to is int:
+        return int(number) if number.is_integer() else None
+    return number != 0 if to is bool else number
+
+
 def to_python(value: Any) -> Any:
     """A plain Python value for a cell: numpy scalars unwrapped, NaN/NA/NaT as None."""
     if value is None or value is pd.NA or value is pd.NaT:
@@ -220,16 +242,13 @@ class ConformRows(beam.DoFn):
     @staticmethod
     def _fit(value: Any, integer: bool, nullable: bool, name: str) -> tuple[Any, str | None]:
         """The value as the field's type, or a reason it cannot be."""
-        if value is None or (isinstance(value, float) and np.isnan(value)):
+        if is_missing(value):
             return None, None if nullable else f"missing value for field '{name}'"
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = None
-        what = "an integer" if integer else "a number"
-        if number is None or np.isnan(number) or (integer and not number.is_integer()):
+        number = as_type(value, int if integer else float)
+        if number is None or (not integer and math.isnan(number)):
+            what = "an integer" if integer else "a number"
             return None, f"field '{name}' is not {what}: {value!r}"
-        return (int(number) if integer else number), None
+        return number, None
 
     def process(self, row):
         fixes = {}

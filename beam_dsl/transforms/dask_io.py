@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from typing import Any
 
 import apache_beam as beam
@@ -27,6 +26,8 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.runners.dask.dask_runner import DaskRunner, DaskRunnerResult
 from apache_beam.typehints.row_type import RowTypeConstraint
+
+from beam_dsl.transforms.batching import as_type, is_missing
 
 
 def _python_type(dtype: Any) -> type:
@@ -56,17 +57,8 @@ def _schema(path: str, kwargs: dict) -> list[tuple[str, type]]:
 def _value(value: Any, kind: type) -> Any:
     """``value`` as ``kind``; as it was where it is not one (Beam's reader passes such
     values on too, and beam_dsl's transforms send those rows to ``errors``)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if kind is str:
-        return str(value)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return value
-    if kind is int:
-        return int(number) if number.is_integer() else value
-    return kind(number)
+    converted = as_type(value, kind)
+    return value if converted is None and not is_missing(value) else converted
 
 
 class ReadFromCsv(beam.PTransform):

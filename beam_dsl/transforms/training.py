@@ -75,6 +75,7 @@ from beam_dsl.transforms import expr, modelstore
 from beam_dsl.transforms.batching import (
     ERROR_ROW_TYPE,
     FrameDoFn,
+    as_type,
     base_type,
     error_rows,
     kind_of,
@@ -286,22 +287,9 @@ class _PrepareFrames(FrameDoFn):
 def _row_key(plan: Plan) -> Any:
     """A function of a row to its key's values as TRAIN reads them (None where unusable)."""
 
-    def value(raw: Any, to: type) -> Any:
-        if raw is None or (isinstance(raw, float) and math.isnan(raw)):
-            return None
-        if to is str:
-            return str(raw)
-        try:
-            number = float(raw)
-        except (TypeError, ValueError):
-            return None
-        if to is int:
-            return int(number) if number.is_integer() else None
-        return number != 0 if to is bool else number
-
     def key(row: Any) -> tuple:
-        return tuple(value(getattr(row, c), t) for c, t in zip(plan.per, plan.per_types,
-                                                                strict=True))
+        return tuple(as_type(getattr(row, c), t) for c, t in zip(plan.per, plan.per_types,
+                                                                  strict=True))
 
     return key
 

@@ -112,6 +112,17 @@ class DiagnosticError(Exception):
         super().__init__("\n".join(d.render() for d in self.diagnostics))
 
 
+def config_error(
+    kind: str, name: str, code: str, message: str, hint: str | None = None
+) -> DiagnosticError:
+    """The one way a transform reports a mistake it finds at run time.
+
+    There is no source position at run time, so the diagnostic names the
+    statement instead (``TRAIN income_by_education: error[E431]: ...``).
+    """
+    return DiagnosticError([Diagnostic(code, message, f"{kind} {name}", None, hint)])
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """A "did you mean" hint for a misspelt name, or None when nothing is close."""
     close = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)

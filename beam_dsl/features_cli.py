@@ -12,8 +12,8 @@ import json
 import time
 from typing import Any
 
-from beam_dsl.transforms.panes import entity_key
-from beam_dsl.transforms.stores import open_online
+from beam_dsl.transforms.features.panes import entity_key
+from beam_dsl.transforms.features.stores import open_online
 
 _TIMES = ("window_start", "window_end", "expires_at")
 

@@ -26,9 +26,8 @@ from apache_beam.metrics import Metrics
 
 from beam_dsl.diagnostics import DiagnosticError
 from beam_dsl.dsl.compiler import Compilation, compile_pipeline
-from beam_dsl.dsl.lower import TRANSFORM_CLASSES
 from beam_dsl.dsl.yamlfile import load_schema
-from beam_dsl.transforms.batching import schema_fields
+from beam_dsl.transforms.common.rows import schema_fields
 
 COUNTER_NAMESPACE = "beam_dsl"
 
@@ -125,8 +124,9 @@ def _count_rows(pipeline: Any) -> None:
     """Adds a counter on every input and output of each beam_dsl transform."""
     from apache_beam.pipeline import PipelineVisitor
 
+    from beam_dsl.transforms.common.spec import SpecTransform
+
     found: list[tuple[str, str, Any]] = []
-    classes = set(TRANSFORM_CLASSES.values())
 
     class Visitor(PipelineVisitor):
         """Finds the outermost beam_dsl transforms (not those nested in another)."""
@@ -135,8 +135,7 @@ def _count_rows(pipeline: Any) -> None:
 
         def enter_composite_transform(self, node):
             transform = node.transform
-            cls = type(transform)
-            if transform is not None and f"{cls.__module__}.{cls.__name__}" in classes:
+            if isinstance(transform, SpecTransform):
                 if not self.inside:
                     # Each beam_dsl transform keeps its declared name as `name`.
                     name = getattr(transform, "name", None) or node.full_label
@@ -204,7 +203,9 @@ def _may_need_torch(compilation: Compilation) -> bool:
     known = builtins | set(compilation.defs) | {"composite", "chain"}
     if compilation.types - known:
         return True
-    return any(_frameworks(d.config) & _TORCH_FRAMEWORKS for d in compilation.defs.values())
+    return any(
+        _frameworks(d.config.to_json()) & _TORCH_FRAMEWORKS for d in compilation.defs.values()
+    )
 
 
 class _NoTorch:
@@ -256,19 +257,19 @@ def _make_runner(name: str, dask_address: str | None, stack: contextlib.ExitStac
                 )
             )
             dask_address = cluster.scheduler_address
-        from beam_dsl.transforms.dask_io import AllSinksDaskRunner
+        from beam_dsl.transforms.common.dask_io import AllSinksDaskRunner
 
         return AllSinksDaskRunner(), [f"--dask_client_address={dask_address}"]
     return name, []
 
 
 def _runner_providers(runner: str) -> dict:
-    """Transform overrides a runner needs (see beam_dsl.transforms.dask_io)."""
+    """Transform overrides a runner needs (see beam_dsl.transforms.common.dask_io)."""
     if runner != "DaskRunner":
         return {}
     from apache_beam.yaml.yaml_provider import InlineProvider
 
-    from beam_dsl.transforms import dask_io
+    from beam_dsl.transforms.common import dask_io
 
     return InlineProvider(
         {

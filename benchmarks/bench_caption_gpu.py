@@ -32,7 +32,7 @@ Beam variants run a small warm-up pipeline, then are timed twice
 quarter): the steady rate is the extra images over the extra seconds, so
 model loading (once per pipeline) cancels out; the end-to-end rate of the
 larger run is shown too. Row 1b runs (1) again as beam_dsl ran before
-beam_dsl/transforms/image_inputs.py (float32 weights, images decoded and
+beam_dsl/transforms/inference/image_inputs.py (float32 weights, images decoded and
 preprocessed by the host); ``--profile`` times beam_dsl's model calls. The
 table also gives peak
 GPU memory per variant and the fraction of the GPU's dense bf16 peak
@@ -460,7 +460,7 @@ def profile_dsl(device: str, timings: dict[str, list[float]]) -> Iterator[None]:
     """
     from transformers import BlipForConditionalGeneration
 
-    from beam_dsl.transforms import deep_models
+    from beam_dsl.transforms.inference import deep_models
 
     def timed(original: Callable[..., Any], label: Callable[..., str]) -> Callable[..., Any]:
         def wrapper(*args, **kwargs):
@@ -497,7 +497,7 @@ def bench_dsl(paths: dict[str, str], images: Sequence[str], work: str, device: s
 
     from beam_dsl.dsl.lower import lower_spec
     from beam_dsl.dsl.parser import parse
-    from beam_dsl.transforms.ensemble import RunEnsemble
+    from beam_dsl.transforms.ensemble.transform import RunEnsemble
 
     text = SPEC.format(blip=paths["blip"], clip=paths["clip"], batch_min=batch_min,
                        batch_max=batch_max, device="GPU" if device == "cuda" else "CPU")
@@ -506,7 +506,7 @@ def bench_dsl(paths: dict[str, str], images: Sequence[str], work: str, device: s
         raise RuntimeError(f"spec does not parse: {diagnostics}")
     config = {t.name: t.config for t in lower_spec(spec)}["caption_ranking"]
     if host:
-        from beam_dsl.transforms import deep_models
+        from beam_dsl.transforms.inference import deep_models
 
         config["models"] = {m: {**c, "dtype": "float32"} for m, c in config["models"].items()}
         deep_models.decodes_on_device = lambda processor, device: False

@@ -39,7 +39,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.transforms import window
 from apache_beam.typehints.row_type import RowTypeConstraint
 
-from beam_dsl.transforms.features import ComputeFeatures
+from beam_dsl.transforms.features.transform import ComputeFeatures
 
 SIZE_S, EVERY_S = 3600, 300
 EVENT_TYPE = RowTypeConstraint.from_fields(

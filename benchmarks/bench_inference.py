@@ -58,7 +58,7 @@ Where the time goes. The batched DoFn pays, per row, for Beam turning
 ReadFromCsv's pandas chunks into rows, BatchElements, a Python list of
 features and a ``beam.Row``. beam_dsl's ENSEMBLE takes the chunks as pandas
 frames (a batched DoFn), predicts 1024-row slices with the predictor of
-beam_dsl.transforms.models, and builds output rows as Beam's NamedTuple for
+beam_dsl.transforms.inference.predictors, and builds output rows as Beam's NamedTuple for
 the output schema, so its per-row work is one tuple per output row; that is
 why it needs less CPU than the hand-written DoFn although its rows carry more
 columns (each member's answer, confidence and model_id). MODEL (RunModel) is
@@ -97,7 +97,7 @@ def prepare(rows: int) -> dict[str, Any]:
     from sklearn.preprocessing import StandardScaler
 
     from beam_dsl.dsl.compiler import check_spec_files
-    from beam_dsl.transforms.modelstore import save_model
+    from beam_dsl.transforms.training.modelstore import save_model
 
     os.makedirs(WORK, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -167,7 +167,7 @@ def _run(build: Callable[[Any], Any]) -> tuple[float, float, tuple[int, int]]:
 
 
 def beam_dsl_model(configs):
-    from beam_dsl.transforms.inference import RunModel
+    from beam_dsl.transforms.inference.transform import RunModel
 
     return lambda rows: (rows | RunModel(**configs["first"]))["main"] | beam.Map(
         lambda r: r.a
@@ -175,7 +175,7 @@ def beam_dsl_model(configs):
 
 
 def beam_dsl_ensemble(configs, name):
-    from beam_dsl.transforms.ensemble import RunEnsemble
+    from beam_dsl.transforms.ensemble.transform import RunEnsemble
 
     return lambda rows: (rows | RunEnsemble(**configs[name]))["main"] | beam.Map(
         lambda r: r.prediction

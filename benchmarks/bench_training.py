@@ -198,7 +198,7 @@ def run_beam_dsl_api(data: str, out_dir: str) -> list[float]:
 
     from beam_dsl.dsl.lower import lower_spec
     from beam_dsl.dsl.parser import parse
-    from beam_dsl.transforms.training import TrainModels
+    from beam_dsl.transforms.training.transform import TrainModels
 
     spec, _ = parse(SPEC.replace("models/beam_dsl", out_dir))
     (definition,) = lower_spec(spec)

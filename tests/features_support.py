@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from beam_dsl.transforms.aggregates import HLL_RELATIVE_ERROR, KLL_RANK_ERROR
+from beam_dsl.transforms.features.aggregates import HLL_RELATIVE_ERROR, KLL_RANK_ERROR
 
 
 def seconds(value) -> float:
@@ -211,7 +211,7 @@ def payments(n: int = 600, users: int = 8, hours: float = 4.0, seed: int = 0) ->
 def rows_of(frame: pd.DataFrame) -> list:
     import apache_beam as beam
 
-    from beam_dsl.transforms.batching import json_records
+    from beam_dsl.transforms.common.rows import json_records
 
     return [beam.Row(**r) for r in json_records(frame)]
 
@@ -224,7 +224,7 @@ def collect(pcoll, directory: str, tag: str) -> None:
         import json
         import os
 
-        from beam_dsl.transforms.batching import to_python
+        from beam_dsl.transforms.common.rows import to_python
 
         record = row._asdict() if hasattr(row, "_asdict") else dict(row)
         record = {k: ([to_python(x) for x in v] if isinstance(v, list) else to_python(v))

@@ -1,7 +1,7 @@
 """ENSEMBLE: combiners, the step DAG, SPLIT hashing, routing, and whole pipelines.
 
 Model-backed tests train small scikit-learn models, save them through the
-model store and load them through beam_dsl.transforms.models (the real
+model store and load them through beam_dsl.transforms.inference.predictors (the real
 predictor), then run RunEnsemble in Beam's in-process runner.
 """
 
@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from beam_dsl.transforms import combiners
-from beam_dsl.transforms.combiners import Member
-from beam_dsl.transforms.ensemble import RunEnsemble, Step, split_arm, topological_levels
+from beam_dsl.transforms.ensemble import combiners
+from beam_dsl.transforms.ensemble.combiners import Member
+from beam_dsl.transforms.ensemble.transform import RunEnsemble, Step, split_arm, topological_levels
 
 # ---------------------------------------------------------------- combiners
 
@@ -242,7 +242,7 @@ def _save(model, path: str) -> None:
     (trees need one that skops does not trust by default)."""
     import skops.io
 
-    from beam_dsl.transforms.modelstore import save_model, write_manifest
+    from beam_dsl.transforms.training.modelstore import save_model, write_manifest
 
     digest = save_model(model, path)
     entry = {"key": [], "file": os.path.basename(path), "sha256": digest, "promoted": True,
@@ -280,7 +280,7 @@ def configs(tmp_path_factory) -> dict:
 
 def _load(model_id: str):
     """The model a ``model_id`` (path@sha256 prefix) names, checked against its hash."""
-    from beam_dsl.transforms.modelstore import file_sha256, load_model
+    from beam_dsl.transforms.training.modelstore import file_sha256, load_model
 
     path, digest = model_id.rsplit("@", 1)
     assert file_sha256(path).startswith(digest)
@@ -288,7 +288,7 @@ def _load(model_id: str):
 
 
 def _run_plan(config: dict, frame: pd.DataFrame):
-    from beam_dsl.transforms.models import build_predictor
+    from beam_dsl.transforms.inference.predictors import build_predictor
 
     plan = RunEnsemble(**config).plan
     predictors = {m: build_predictor(plan.models[m]) for m in plan.model_names()}

@@ -9,7 +9,7 @@ import pytest
 
 from beam_dsl.dsl.lower import lower_expr
 from beam_dsl.dsl.parser import parse
-from beam_dsl.transforms.expr import ExprError, columns_of, evaluate, evaluate_scalar, mask
+from beam_dsl.transforms.common.expr import ExprError, columns_of, evaluate, evaluate_scalar, mask
 
 
 def where(text: str):

@@ -31,8 +31,8 @@ from features_support import (
 from beam_dsl.diagnostics import DiagnosticError
 from beam_dsl.dsl.lower import lower_spec
 from beam_dsl.dsl.parser import parse
-from beam_dsl.transforms.features import ComputeFeatures
-from beam_dsl.transforms.panes import FeaturePlan, WindowPlan, event_ms, prepare
+from beam_dsl.transforms.features.panes import FeaturePlan, WindowPlan, event_ms, prepare
+from beam_dsl.transforms.features.transform import ComputeFeatures
 
 SPECS = """
 FEATURES fails
@@ -279,7 +279,7 @@ def test_dask_runner_gives_the_same_rows(in_process, tmp_path):
     from apache_beam.options.pipeline_options import PipelineOptions
     from distributed import LocalCluster
 
-    from beam_dsl.transforms.dask_io import AllSinksDaskRunner
+    from beam_dsl.transforms.common.dask_io import AllSinksDaskRunner
 
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
                       dashboard_address=None) as cluster:

@@ -20,9 +20,9 @@ from test_features import ROW_TYPE
 from beam_dsl.dsl.lower import lower_spec
 from beam_dsl.dsl.parser import parse
 from beam_dsl.features_cli import format_features, get_features
-from beam_dsl.transforms.features import ComputeFeatures
-from beam_dsl.transforms.panes import entity_key
-from beam_dsl.transforms.stores import StoreRecord, open_online
+from beam_dsl.transforms.features.panes import entity_key
+from beam_dsl.transforms.features.stores import StoreRecord, open_online
+from beam_dsl.transforms.features.transform import ComputeFeatures
 
 SPEC = """
 FEATURES user_payment_fails

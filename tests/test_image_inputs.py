@@ -1,4 +1,4 @@
-"""Image decoding and weight dtype for HUGGINGFACE models (beam_dsl/transforms/image_inputs.py)."""
+"""Image decoding and weight dtype for HUGGINGFACE models (inference/image_inputs.py)."""
 
 import io
 
@@ -8,8 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 Image = pytest.importorskip("PIL.Image")
 
-from beam_dsl.transforms.deep_models import decode_image  # noqa: E402
-from beam_dsl.transforms.image_inputs import decode_images, load_kwargs  # noqa: E402
+from beam_dsl.transforms.inference.deep_models import decode_image  # noqa: E402
+from beam_dsl.transforms.inference.image_inputs import decode_images, load_kwargs  # noqa: E402
 
 
 def _encoded(fmt: str, size=(20, 12), seed=0) -> bytes:

@@ -27,9 +27,9 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
 from beam_dsl.diagnostics import DiagnosticError
-from beam_dsl.transforms import modelstore
-from beam_dsl.transforms.inference import PredictorHandler, RunModel
-from beam_dsl.transforms.models import build_predictor, key_paths
+from beam_dsl.transforms.inference.predictors import build_predictor, key_paths
+from beam_dsl.transforms.inference.transform import PredictorHandler, RunModel
+from beam_dsl.transforms.training import modelstore
 
 
 def model_config(name: str, framework: str = "sklearn", **overrides) -> dict:
@@ -377,7 +377,7 @@ def test_per_key_refresh_picks_up_retrained_models(tmp_path):
 
 
 def test_device_gpu_without_a_gpu_is_an_E403_and_auto_falls_back(tmp_path, caplog):
-    from beam_dsl.transforms.models import gpu_visible, resolve_device
+    from beam_dsl.transforms.inference.predictors import gpu_visible, resolve_device
 
     if gpu_visible():
         pytest.skip("a GPU is visible here")
@@ -385,7 +385,7 @@ def test_device_gpu_without_a_gpu_is_an_E403_and_auto_falls_back(tmp_path, caplo
         resolve_device(model_config("blip", device="gpu"))
     assert no_gpu.value.diagnostics[0].code == "E403"
     assert "DEVICE AUTO" in str(no_gpu.value)
-    with caplog.at_level(logging.INFO, logger="beam_dsl.transforms.models"):
+    with caplog.at_level(logging.INFO, logger="beam_dsl.transforms.inference.predictors"):
         assert resolve_device(model_config("clip", device="auto")) == "cpu"
     assert "DEVICE AUTO found no GPU" in caplog.text
 

@@ -30,7 +30,7 @@ from test_inference import model_config, run_model  # noqa: E402
 
 from beam_dsl.diagnostics import DiagnosticError  # noqa: E402
 from beam_dsl.runner import run_pipeline  # noqa: E402
-from beam_dsl.transforms.models import build_predictor, gpu_visible  # noqa: E402
+from beam_dsl.transforms.inference.predictors import build_predictor, gpu_visible  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAUD = os.path.join(REPO, "pipelines", "pytorch_onnx")

@@ -16,7 +16,11 @@ import pytest
 from conftest import REPO
 
 from beam_dsl.cli import main
-from beam_dsl.transforms.modelstore import load_model, read_manifest, recorded_trusted_types
+from beam_dsl.transforms.training.modelstore import (
+    load_model,
+    read_manifest,
+    recorded_trusted_types,
+)
 
 CENSUS = os.path.join(REPO, "pipelines", "census")
 ROWS = 2000

@@ -21,9 +21,9 @@ from sklearn import metrics as skm
 from beam_dsl.diagnostics import DiagnosticError
 from beam_dsl.dsl.lower import lower_spec
 from beam_dsl.dsl.parser import parse
-from beam_dsl.transforms import modelstore
-from beam_dsl.transforms.fitting import split_holdout
-from beam_dsl.transforms.training import COUNTER_NAMESPACE, TrainModels
+from beam_dsl.transforms.training import modelstore
+from beam_dsl.transforms.training.fit import split_holdout
+from beam_dsl.transforms.training.transform import COUNTER_NAMESPACE, TrainModels
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = 3000

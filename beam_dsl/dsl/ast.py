@@ -260,6 +260,16 @@ class RefreshClause(Clause):
 
 
 @dataclass(frozen=True)
+class TrustClause(Clause):
+    types: tuple[Literal, ...]  # dotted type names, as strings
+
+
+@dataclass(frozen=True)
+class ClassesClause(Clause):
+    labels: tuple[Literal, ...]  # in class-index order
+
+
+@dataclass(frozen=True)
 class StepClause(Clause):
     name: Ident
     model: Ident
@@ -374,6 +384,16 @@ class LatenessClause(Clause):
     duration: Literal
 
 
+@dataclass(frozen=True)
+class AsOfClause(Clause):
+    column: Ident
+
+
+@dataclass(frozen=True)
+class JoinClause(Clause):
+    features: tuple[Ident, ...]
+
+
 # ---------------------------------------------------------------- statements
 
 C = TypeVar("C", bound=Clause)
@@ -415,6 +435,11 @@ class Ensemble(Statement):
 @dataclass(frozen=True)
 class Features(Statement):
     keyword = "FEATURES"
+
+
+@dataclass(frozen=True)
+class Dataset(Statement):
+    keyword = "DATASET"
 
 
 @dataclass(frozen=True)

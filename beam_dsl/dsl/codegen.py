@@ -69,7 +69,7 @@ def _rewrite(transform: dict, defs: dict[str, TransformDef]) -> dict:
     definition = defs.get(out.get("type"))
     if definition is None:
         return out
-    config = dict(definition.config)
+    config = definition.config.to_json()
     config.update(out.get("config") or {})  # run-time options the user set (checked)
     ordered = {k: out[k] for k in ("type", "name", "input", "output", "windowing") if k in out}
     ordered["config"] = config

@@ -17,18 +17,10 @@ from beam_dsl.diagnostics import Diagnostic, Source, did_you_mean
 from beam_dsl.dsl import ast
 from beam_dsl.dsl.checks import check_names, check_spec
 from beam_dsl.dsl.codegen import generate, used_types
-from beam_dsl.dsl.lower import TransformDef, lower_spec
+from beam_dsl.dsl.lower import CONFIG_CLASSES, TransformDef, lower_spec
 from beam_dsl.dsl.parser import parse
 from beam_dsl.dsl.yamlfile import YamlDocument, load_schema, load_yaml, render_jinja, validate
-
-# Keys a pipeline may set in the `config:` of a spec transform: run-time options
-# that are not part of the spec itself.
-RUNTIME_OPTIONS = {
-    "Train": ("fit_threads",),
-    "Model": ("allow_pickle",),
-    "Ensemble": ("allow_pickle",),
-    "Features": (),
-}
+from beam_dsl.ir import Config
 
 # Pipeline-level transform types that are not providers' transforms.
 _STRUCTURAL = {"composite", "chain"}
@@ -72,9 +64,8 @@ def _check_and_lower(
         diagnostics.extend(check_spec(spec, source, statements, columns))
     defs: dict[str, TransformDef] = {}
     if not diagnostics:
-        models = {n: s for n, s in statements.items() if isinstance(s, ast.Model)}
         for spec, _ in parsed:
-            for definition in lower_spec(spec, models):
+            for definition in lower_spec(spec, statements):
                 defs[definition.name] = definition
     return defs, diagnostics
 
@@ -168,6 +159,25 @@ def compile_pipeline(path: str, variables: dict[str, Any] | None = None) -> Comp
     return Compilation([], yaml_text, defs, pipeline_dir, used_types(doc.data["pipeline"]))
 
 
+def _check_options(
+    doc: YamlDocument, transform: dict, path: tuple, config_class: type[Config]
+) -> list[Diagnostic]:
+    """A spec transform's ``config:`` holds only run-time options of the right type."""
+    config = transform.get("config")
+    options = config_class.runtime_options()
+    out = []
+    for key, value in (config if isinstance(config, dict) else {}).items():
+        if key not in options:
+            message = f"'{transform['type']}' is declared in a spec and takes no config key '{key}'"
+            hint = "change the spec instead; run-time options are " + (", ".join(options) or "none")
+        else:
+            message, hint = config_class.check_option(key, value), None
+        if message:
+            span = doc.span(path + ("config", key))
+            out.append(doc.source.diagnostic("E106", message, span, hint))
+    return out
+
+
 def _check_transforms(
     doc: YamlDocument, declared: dict[str, str], pipeline_dir: str, columns: dict[str, list[str]]
 ) -> list[Diagnostic]:
@@ -192,18 +202,7 @@ def _check_transforms(
             continue
         if kind not in declared:
             continue
-        config = transform.get("config")
-        options = RUNTIME_OPTIONS[declared[kind]]
-        for key in sorted(set(config if isinstance(config, dict) else ()) - set(options)):
-            out.append(
-                doc.source.diagnostic(
-                    "E106",
-                    f"'{kind}' is declared in a spec and takes no config key '{key}'",
-                    doc.span(path + ("config", key)),
-                    "change the spec instead; run-time options are "
-                    + (", ".join(options) or "none"),
-                )
-            )
+        out.extend(_check_options(doc, transform, path, CONFIG_CLASSES[declared[kind]]))
         found = _input_columns(transform, siblings, pipeline_dir)
         if found is not None:
             columns.setdefault(kind, found)

@@ -1,18 +1,18 @@
 """Checked AST -> IR: one :class:`TransformDef` per statement.
 
 The IR is what the compiled Beam YAML carries: for each declared name, the
-beam_dsl PTransform class that implements it and the JSON-able keyword
-arguments of that class (its ``config``), plus Beam resource hints. The
-keyword arguments are the contract between this compiler and
-``beam_dsl.transforms``; docs/IR.md lists them.
+beam_dsl PTransform class that implements it and its typed config (one
+:mod:`beam_dsl.ir` dataclass per statement kind, written as the transform's
+``config:``), plus Beam resource hints. docs/IR.md lists the fields.
 
 Lowering assumes checks.py passed: names resolve and literals are valid.
 Each statement kind has one ``lower_<Class>`` function; expressions lower to
-JSON (see :func:`lower_expr`) that ``beam_dsl.transforms.expr`` evaluates.
+JSON (see :func:`lower_expr`) that ``beam_dsl.transforms.common.expr`` evaluates.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,12 +23,27 @@ from beam_dsl.dsl.units import (
     percent_fraction,
     size_bytes,
 )
+from beam_dsl.ir import Call, Config
+from beam_dsl.ir.dataset import DatasetConfig
+from beam_dsl.ir.ensemble import Arm, CascadeArm, Case, EnsembleConfig, Output, Split, Step, Switch
+from beam_dsl.ir.features import FeaturesConfig, Item, Window
+from beam_dsl.ir.model import Batch, ModelConfig
+from beam_dsl.ir.train import TrainConfig
 
 TRANSFORM_CLASSES = {
     "Train": "beam_dsl.transforms.training.TrainModels",
     "Model": "beam_dsl.transforms.inference.RunModel",
     "Ensemble": "beam_dsl.transforms.ensemble.RunEnsemble",
     "Features": "beam_dsl.transforms.features.ComputeFeatures",
+    "Dataset": "beam_dsl.transforms.features.BuildDataset",
+}
+
+CONFIG_CLASSES: dict[str, type[Config]] = {
+    "Train": TrainConfig,
+    "Model": ModelConfig,
+    "Ensemble": EnsembleConfig,
+    "Features": FeaturesConfig,
+    "Dataset": DatasetConfig,
 }
 
 DEFAULT_HOLDOUT = 0.2
@@ -40,9 +55,9 @@ class TransformDef:
     """One declared name, ready for codegen."""
 
     name: str
-    kind: str  # Train | Model | Ensemble | Features
+    kind: str  # Train | Model | Ensemble | Features | Dataset
     class_path: str
-    config: dict[str, Any]
+    config: Config
     resource_hints: dict[str, str] = field(default_factory=dict)
     source: str = ""  # the spec file that declared it
 
@@ -122,8 +137,8 @@ def _negatable(op: str, args: list, negated: bool) -> dict:
     return out
 
 
-def _names(idents) -> list[str]:
-    return [i.name for i in idents]
+def _names(idents) -> tuple[str, ...]:
+    return tuple(i.name for i in idents)
 
 
 def _maybe(clause, attr: str, convert=lambda v: v):
@@ -152,35 +167,43 @@ def lower_hints(stmt: ast.Statement) -> dict[str, str]:
 # ---------------------------------------------------------------- statements
 
 
-def lower_Train(stmt: ast.Train, models: dict[str, ast.Model]) -> dict[str, Any]:
+def _call(call: ast.Call) -> Call:
+    return Call.from_json(lower_call(call))
+
+
+def lower_Train(stmt: ast.Train, statements: Mapping[str, ast.Statement]) -> TrainConfig:
     features = stmt.get(ast.FeaturesClause)
     holdout = stmt.get(ast.HoldoutClause)
     encode = stmt.get(ast.EncodeClause)
     metrics = stmt.get(ast.MetricsClause)
     min_rows = stmt.get(ast.MinRowsClause)
-    return {
-        "name": stmt.name.name,
-        "per": _names(stmt.get(ast.PerClause).columns) if stmt.get(ast.PerClause) else [],
-        "where": _maybe(stmt.get(ast.WhereClause), "expr", lower_expr),
-        "features": None if features.star else _names(features.columns),
-        "features_except": _names(features.except_) if features.star else [],
-        "label": stmt.get(ast.LabelClause).column.name,
-        "estimator": lower_call(stmt.get(ast.UsingClause).call),
-        "encode": ({e.name.name: _names(e.columns) for e in encode.encoders} if encode else None),
-        "holdout": (
+    per = stmt.get(ast.PerClause)
+    return TrainConfig(
+        name=stmt.name.name,
+        per=_names(per.columns) if per else (),
+        where=_maybe(stmt.get(ast.WhereClause), "expr", lower_expr),
+        features=None if features.star else _names(features.columns),
+        features_except=_names(features.except_) if features.star else (),
+        label=stmt.get(ast.LabelClause).column.name,
+        estimator=_call(stmt.get(ast.UsingClause).call),
+        encode={e.name.name: _names(e.columns) for e in encode.encoders} if encode else None,
+        holdout=(
             percent_fraction(holdout.fraction.value, holdout.fraction.unit)
             if holdout
             else DEFAULT_HOLDOUT
         ),
-        "seed": holdout.seed if holdout and holdout.seed is not None else DEFAULT_SEED,
-        "metrics": _names(metrics.metrics) if metrics else [],
-        "min_rows": min_rows.count if min_rows else 1,
-        "gate": _maybe(stmt.get(ast.GateClause), "expr", lower_expr),
-        "save_to": stmt.get(ast.SaveClause).path.value,
-    }
+        seed=holdout.seed if holdout and holdout.seed is not None else DEFAULT_SEED,
+        metrics=_names(metrics.metrics) if metrics else (),
+        min_rows=min_rows.count if min_rows else 1,
+        gate=_maybe(stmt.get(ast.GateClause), "expr", lower_expr),
+        save_to=stmt.get(ast.SaveClause).path.value,
+        # TRAIN applies its hints to the fitting step only: hints on the whole
+        # transform would stop Beam fusing the read into it (every row re-encoded).
+        resource_hints=lower_hints(stmt),
+    )
 
 
-def _model_config(stmt: ast.Model, models: dict[str, ast.Model]) -> dict[str, Any]:
+def lower_Model(stmt: ast.Model, statements: Mapping[str, ast.Statement]) -> ModelConfig:
     framework = stmt.get(ast.FrameworkClause)
     custom = stmt.get(ast.CustomClause)
     batch = stmt.get(ast.BatchClause)
@@ -190,198 +213,184 @@ def _model_config(stmt: ast.Model, models: dict[str, ast.Model]) -> dict[str, An
     inputs = stmt.get(ast.InputClause)
     outputs = stmt.get(ast.OutputClause)
     per = stmt.get(ast.PerClause)
-    return {
-        "name": stmt.name.name,
-        "framework": framework.framework if framework else "custom",
-        "path": framework.path.value if framework else None,
-        "handler": lower_call(custom.call) if custom else None,
-        "model_class": _maybe(stmt.get(ast.ClassClause), "call", lower_call),
-        "call": _maybe(stmt.get(ast.CallClause), "call", lower_call),
-        "per": _names(per.columns) if per else [],
-        "fallback": (_model_config(models[fallback.model.name], models) if fallback else None),
-        "input": _names(inputs.columns) if inputs else None,
-        "output": _names(outputs.columns) if outputs else [stmt.name.name],
-        "batch": {
-            "min": batch.min_size if batch else 1,
-            "max": (batch.max_size or batch.min_size) if batch else 1024,
-            "wait_s": (
-                duration_seconds(batch.wait.value, batch.wait.unit)
-                if batch and batch.wait
-                else None
-            ),
-        },
-        "device": device.device.name.lower() if device else "cpu",
-        "shared": stmt.get(ast.SharedClause) is not None,
-        "refresh_s": (
-            duration_seconds(refresh.every.value, refresh.every.unit) if refresh else None
+    trust = stmt.get(ast.TrustClause)
+    classes = stmt.get(ast.ClassesClause)
+    return ModelConfig(
+        name=stmt.name.name,
+        framework=framework.framework if framework else "custom",
+        path=framework.path.value if framework else None,
+        handler=_call(custom.call) if custom else None,
+        model_class=_maybe(stmt.get(ast.ClassClause), "call", _call),
+        call=_maybe(stmt.get(ast.CallClause), "call", _call),
+        per=_names(per.columns) if per else (),
+        fallback=(
+            lower_Model(statements[fallback.model.name], statements) if fallback else None
         ),
-    }
-
-
-def lower_Model(stmt: ast.Model, models: dict[str, ast.Model]) -> dict[str, Any]:
-    return _model_config(stmt, models)
-
-
-def lower_Ensemble(stmt: ast.Ensemble, models: dict[str, ast.Model]) -> dict[str, Any]:
-    used: set[str] = set()
-    steps = []
-    for step in stmt.all(ast.StepClause):
-        used.add(step.model.name)
-        steps.append(
-            {
-                "name": step.name.name,
-                "model": step.model.name,
-                "args": None if step.star else [a.dotted for a in step.args],
-            }
+        input=_names(inputs.columns) if inputs else None,
+        output=_names(outputs.columns) if outputs else (stmt.name.name,),
+        batch=Batch(
+            min=batch.min_size,
+            max=batch.max_size or batch.min_size,
+            wait_s=_seconds(batch.wait),
         )
+        if batch
+        else Batch(),
+        device=device.device.name.lower() if device else "cpu",
+        shared=stmt.get(ast.SharedClause) is not None,
+        refresh_s=_seconds(refresh.every) if refresh else None,
+        trust=tuple(t.value for t in trust.types) if trust else (),
+        classes=tuple(lower_value(c) for c in classes.labels) if classes else None,
+    )
+
+
+def _ensemble_output(stmt: ast.Ensemble) -> Output | None:
     combine = stmt.get(ast.CombineClause)
-    output = None
-    if combine is not None:
-        value = combine.value
-        if isinstance(value, ast.Call):
-            output = {
-                "combiner": value.func,
-                **{k: v for k, v in lower_call(value).items() if k != "callable"},
-            }
-        else:
-            output = {"combiner": "step", "args": [value.dotted], "kwargs": {}}
-        output["as"] = combine.alias.name if combine.alias else stmt.name.name
+    if combine is None:
+        return None
+    alias = combine.alias.name if combine.alias else stmt.name.name
+    value = combine.value
+    if isinstance(value, ast.Call):
+        call = lower_call(value)
+        return Output(value.func, tuple(call["args"]), call["kwargs"], alias)
+    return Output("step", (value.dotted,), {}, alias)
+
+
+def _ensemble_members(stmt: ast.Ensemble) -> set[str]:
+    """Every MODEL an ENSEMBLE names, in any clause."""
+    used = {step.model.name for step in stmt.all(ast.StepClause)}
+    for clause, members in (
+        (ast.SplitClause, lambda c: [a.model.name for a in c.arms]),
+        (ast.ShadowClause, lambda c: [m.name for m in c.models]),
+        (ast.CascadeClause, lambda c: [a.model.name for a in c.arms]),
+        (ast.SwitchClause, lambda c: [k.model.name for k in c.cases]
+            + ([c.default.name] if c.default else [])),
+    ):
+        found = stmt.get(clause)
+        if found is not None:
+            used.update(members(found))
+    return used
+
+
+def lower_Ensemble(stmt: ast.Ensemble, statements: Mapping[str, ast.Statement]) -> EnsembleConfig:
     split = stmt.get(ast.SplitClause)
-    if split:
-        used.update(a.model.name for a in split.arms)
     shadow = stmt.get(ast.ShadowClause)
-    if shadow:
-        used.update(m.name for m in shadow.models)
     cascade = stmt.get(ast.CascadeClause)
-    if cascade:
-        used.update(a.model.name for a in cascade.arms)
     switch = stmt.get(ast.SwitchClause)
-    if switch:
-        used.update(c.model.name for c in switch.cases)
-        if switch.default:
-            used.add(switch.default.name)
-    return {
-        "name": stmt.name.name,
-        "models": {name: _model_config(models[name], models) for name in sorted(used)},
-        "steps": steps,
-        "output": output,
-        "split": (
-            {
-                "keys": _names(split.keys),
-                "arms": [
-                    {"model": a.model.name, "share": percent_fraction(a.share.value, a.share.unit)}
-                    for a in split.arms
-                ],
-            }
-            if split
-            else None
+    return EnsembleConfig(
+        name=stmt.name.name,
+        models={
+            n: lower_Model(statements[n], statements) for n in sorted(_ensemble_members(stmt))
+        },
+        steps=tuple(
+            Step(s.name.name, s.model.name, None if s.star else tuple(a.dotted for a in s.args))
+            for s in stmt.all(ast.StepClause)
         ),
-        "shadow": _names(shadow.models) if shadow else [],
-        "cascade": (
-            [
-                {"model": a.model.name, "when": lower_expr(a.when) if a.when is not None else None}
-                for a in cascade.arms
-            ]
-            if cascade
-            else None
-        ),
-        "switch": (
-            {
-                "cases": [
-                    {"when": lower_expr(c.when), "model": c.model.name} for c in switch.cases
-                ],
-                "default": switch.default.name if switch.default else None,
-            }
-            if switch
-            else None
-        ),
-    }
+        output=_ensemble_output(stmt),
+        split=Split(
+            _names(split.keys),
+            tuple(
+                Arm(a.model.name, percent_fraction(a.share.value, a.share.unit))
+                for a in split.arms
+            ),
+        )
+        if split
+        else None,
+        shadow=_names(shadow.models) if shadow else (),
+        cascade=tuple(
+            CascadeArm(a.model.name, lower_expr(a.when) if a.when is not None else None)
+            for a in cascade.arms
+        )
+        if cascade
+        else None,
+        switch=Switch(
+            tuple(Case(lower_expr(c.when), c.model.name) for c in switch.cases),
+            switch.default.name if switch.default else None,
+        )
+        if switch
+        else None,
+    )
 
 
 def _seconds(lit: ast.Literal | None) -> float | None:
     return duration_seconds(lit.value, lit.unit) if lit is not None else None
 
 
-def lower_Features(stmt: ast.Features, models: dict[str, ast.Model]) -> dict[str, Any]:
+def _windows(stmt: ast.Features) -> tuple[Window, ...]:
     window = stmt.get(ast.WindowClause)
-    windows = stmt.get(ast.WindowsClause)
-    select = stmt.get(ast.SelectClause)
+    if window is not None:
+        size = _seconds(window.size)
+        return (Window(window.kind, size, _seconds(window.every) if window.every else size),)
+    # WINDOWS (1h, 1d, 7d): sliding windows of each length, all ending on
+    # the grid of the shortest one, so one row per entity and end time
+    # carries every length's features (suffixed _1h, _1d, _7d).
+    sizes = [_seconds(size) for size in stmt.get(ast.WindowsClause).sizes]
+    every = min(sizes)
+    return tuple(Window("sliding", size, every, "_" + duration_suffix(size)) for size in sizes)
+
+
+def lower_Features(stmt: ast.Features, statements: Mapping[str, ast.Statement]) -> FeaturesConfig:
     online = stmt.get(ast.OnlineClause)
     offline = stmt.get(ast.OfflineClause)
-    if window is not None:
-        lowered_windows = [
-            {
-                "kind": window.kind,
-                "size_s": _seconds(window.size),
-                "every_s": _seconds(window.every) if window.every else _seconds(window.size),
-                "suffix": "",
-            }
-        ]
-    else:
-        # WINDOWS (1h, 1d, 7d): sliding windows of each length, all ending on
-        # the grid of the shortest one, so one row per entity and end time
-        # carries every length's features (suffixed _1h, _1d, _7d).
-        every = min(_seconds(size) for size in windows.sizes)
-        lowered_windows = [
-            {
-                "kind": "sliding",
-                "size_s": _seconds(size),
-                "every_s": every,
-                "suffix": "_" + duration_suffix(_seconds(size)),
-            }
-            for size in windows.sizes
-        ]
-    return {
-        "name": stmt.name.name,
-        "entity": _names(stmt.get(ast.EntityClause).columns),
-        "timestamp": stmt.get(ast.TimestampClause).column.name,
-        "where": _maybe(stmt.get(ast.WhereClause), "expr", lower_expr),
-        "windows": lowered_windows,
-        "select": [
-            {
-                "func": item.aggregate.func.name.lower(),
-                "args": [] if item.aggregate.star else [lower_expr(a) for a in item.aggregate.args],
-                "filter": lower_expr(item.filter) if item.filter is not None else None,
-                "alias": item.alias.name,
-            }
-            for item in select.items
-        ],
-        "ttl_s": _seconds(_maybe(stmt.get(ast.TtlClause), "duration")),
-        "allowed_lateness_s": _seconds(_maybe(stmt.get(ast.LatenessClause), "duration")) or 0.0,
-        "online": online.uri.value if online else None,
-        "offline": offline.path.value if offline else None,
-    }
+    return FeaturesConfig(
+        name=stmt.name.name,
+        entity=_names(stmt.get(ast.EntityClause).columns),
+        timestamp=stmt.get(ast.TimestampClause).column.name,
+        where=_maybe(stmt.get(ast.WhereClause), "expr", lower_expr),
+        windows=_windows(stmt),
+        select=tuple(
+            Item(
+                func=item.aggregate.func.name.lower(),
+                args=(
+                    ()
+                    if item.aggregate.star
+                    else tuple(lower_expr(a) for a in item.aggregate.args)
+                ),
+                alias=item.alias.name,
+                filter=lower_expr(item.filter) if item.filter is not None else None,
+            )
+            for item in stmt.get(ast.SelectClause).items
+        ),
+        ttl_s=_seconds(_maybe(stmt.get(ast.TtlClause), "duration")),
+        allowed_lateness_s=_seconds(_maybe(stmt.get(ast.LatenessClause), "duration")) or 0.0,
+        online=online.uri.value if online else None,
+        offline=offline.path.value if offline else None,
+    )
+
+
+def lower_Dataset(stmt: ast.Dataset, statements: Mapping[str, ast.Statement]) -> DatasetConfig:
+    joined = stmt.get(ast.JoinClause).features
+    return DatasetConfig(
+        name=stmt.name.name,
+        entity=_names(stmt.get(ast.EntityClause).columns),
+        as_of=stmt.get(ast.AsOfClause).column.name,
+        features={f.name: lower_Features(statements[f.name], statements) for f in joined},
+    )
 
 
 _LOWERERS = {name: globals()[f"lower_{name}"] for name in TRANSFORM_CLASSES}
 
 
 def lower_spec(
-    spec: ast.SpecFile, models: dict[str, ast.Model] | None = None
+    spec: ast.SpecFile, statements: Mapping[str, ast.Statement] | None = None
 ) -> list[TransformDef]:
     """Lowers every statement of a checked spec, in source order.
 
-    ``models`` holds every MODEL visible to the spec (all spec files of a
-    pipeline), for FALLBACK and ENSEMBLE references.
+    ``statements`` holds every statement visible to the spec (all spec files
+    of a pipeline), for FALLBACK, ENSEMBLE and DATASET references.
     """
-    if models is None:
-        models = {s.name.name: s for s in spec.statements if isinstance(s, ast.Model)}
+    if statements is None:
+        statements = {s.name.name: s for s in spec.statements}
     out = []
     for stmt in spec.statements:
         kind = type(stmt).__name__
-        config = _LOWERERS[kind](stmt, models)
-        hints = lower_hints(stmt)
-        if kind == "Train" and hints:
-            # TRAIN applies its hints to the fitting step only: hints on the whole
-            # transform would stop Beam fusing the read into it (every row re-encoded).
-            config["resource_hints"], hints = hints, {}
         out.append(
             TransformDef(
                 name=stmt.name.name,
                 kind=kind,
                 class_path=TRANSFORM_CLASSES[kind],
-                config=config,
-                resource_hints=hints,
+                config=_LOWERERS[kind](stmt, statements),
+                # TRAIN's hints are its config's (see lower_Train).
+                resource_hints={} if kind == "Train" else lower_hints(stmt),
                 source=spec.path,
             )
         )

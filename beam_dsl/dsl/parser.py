@@ -278,6 +278,12 @@ class _ToAst(Transformer):
     def refresh_clause(self, meta, children):
         return ast.RefreshClause(_span(meta), "REFRESH EVERY", children[0])
 
+    def trust_clause(self, meta, children):
+        return ast.TrustClause(_span(meta), "TRUST", tuple(children))
+
+    def classes_clause(self, meta, children):
+        return ast.ClassesClause(_span(meta), "CLASSES", tuple(children))
+
     def model_stmt(self, meta, children):
         name, *clauses = children
         return ast.Model(_span(meta), name, tuple(clauses))
@@ -379,6 +385,17 @@ class _ToAst(Transformer):
     def features_stmt(self, meta, children):
         name, *clauses = children
         return ast.Features(_span(meta), name, tuple(clauses))
+
+    # -- DATASET
+    def as_of_clause(self, meta, children):
+        return ast.AsOfClause(_span(meta), "AS OF", children[0])
+
+    def join_clause(self, meta, children):
+        return ast.JoinClause(_span(meta), "JOIN", tuple(children))
+
+    def dataset_stmt(self, meta, children):
+        name, *clauses = children
+        return ast.Dataset(_span(meta), name, tuple(clauses))
 
     def start(self, meta, children):
         return tuple(children)

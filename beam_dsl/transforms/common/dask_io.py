@@ -27,7 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.runners.dask.dask_runner import DaskRunner, DaskRunnerResult
 from apache_beam.typehints.row_type import RowTypeConstraint
 
-from beam_dsl.transforms.batching import as_type, is_missing
+from beam_dsl.transforms.common.rows import as_type, is_missing
 
 
 def _python_type(dtype: Any) -> type:

@@ -3,14 +3,14 @@
 The work is columnar from end to end, so that a Beam pipeline trains about as
 fast as a hand-written pandas script (benchmarks/bench_training.py):
 
-1. **Prepare** (a :class:`~beam_dsl.transforms.batching.FrameDoFn`): frames of
+1. **Prepare** (a :class:`~beam_dsl.transforms.common.rows.FrameDoFn`): frames of
    rows (Beam's pandas batches straight from ReadFromCsv) are filtered by
    WHERE, checked and typed column-wise (bad rows go to ``errors``), split by
    key, and gathered per key over the whole bundle: one ``(key, frames)`` per
    key and bundle goes on, not one element per row.
 2. **GroupByKey** over those frames.
 3. **Fit**: each key's rows are split (holdout), encoded, fitted, scored,
-   gated and saved (:func:`beam_dsl.transforms.fitting.fit_key`) on a thread
+   gated and saved (:func:`beam_dsl.transforms.training.fit.fit_key`) on a thread
    pool of ``fit_threads``: tree building releases the GIL, so keys overlap
    on a worker's cores where the rest of the work (pandas, encoding) does not.
 4. **Manifest**: once every key is done, one manifest beside the models
@@ -71,8 +71,8 @@ from apache_beam.transforms.window import BoundedWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_dsl.diagnostics import did_you_mean
-from beam_dsl.transforms import expr, modelstore
-from beam_dsl.transforms.batching import (
+from beam_dsl.transforms.common import expr
+from beam_dsl.transforms.common.rows import (
     ERROR_ROW_TYPE,
     FrameDoFn,
     as_type,
@@ -82,12 +82,13 @@ from beam_dsl.transforms.batching import (
     optional,
     row_type,
     rows_to_frame,
-    runs_batches,
     schema_fields,
-    select,
     windowed,
 )
-from beam_dsl.transforms.fitting import (
+from beam_dsl.transforms.common.runner_compat import runs_batches, select
+from beam_dsl.transforms.common.spec import SpecTransform
+from beam_dsl.transforms.training import modelstore
+from beam_dsl.transforms.training.fit import (
     CLASSIFICATION_METRICS,
     DEFAULT_METRIC,
     ENCODERS,
@@ -439,7 +440,7 @@ def _union(label_sets: Iterable[Iterable[Any]]) -> list:
 # ---------------------------------------------------------------- the transform
 
 
-class TrainModels(beam.PTransform):
+class TrainModels(SpecTransform):
     """Trains one scikit-learn model per key (``TRAIN``), saves them and a manifest.
 
     The input is a schema'd PCollection of rows. Outputs:
@@ -503,7 +504,7 @@ class TrainModels(beam.PTransform):
         fit_threads: int = 0,
         resource_hints: dict[str, str] | None = None,
     ):
-        super().__init__()
+        beam.PTransform.__init__(self)  # until built from TrainConfig
         self.name = name  # the declared name, for run summaries
         self._config = {
             "name": name, "per": list(per), "where": where, "features": features,

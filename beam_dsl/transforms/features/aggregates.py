@@ -32,7 +32,7 @@ import datasketches
 import numpy as np
 import pandas as pd
 
-from beam_dsl.transforms.batching import optional
+from beam_dsl.transforms.common.rows import optional
 
 HLL_LG_K = 12  # relative standard error 1.04 / sqrt(2**12) = 1.6%
 KLL_K = 200  # normalized rank error 1.33% (99% confidence)

@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 
 from beam_dsl.diagnostics import Diagnostic, DiagnosticError, did_you_mean
-from beam_dsl.transforms import expr as expressions
-from beam_dsl.transforms.aggregates import AGGREGATES, Aggregate, Groups
-from beam_dsl.transforms.batching import base_type, kind_of
+from beam_dsl.transforms.common import expr as expressions
+from beam_dsl.transforms.common.rows import base_type, kind_of
+from beam_dsl.transforms.features.aggregates import AGGREGATES, Aggregate, Groups
 
 # Epoch numbers below this are seconds, the rest milliseconds: 1e11 s is the
 # year 5138, 1e11 ms is 1973-03-03.

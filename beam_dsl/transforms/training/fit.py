@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from beam_dsl.diagnostics import Diagnostic, DiagnosticError
-from beam_dsl.transforms import expr, modelstore
+from beam_dsl.transforms.common import expr
+from beam_dsl.transforms.training import modelstore
 
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 REGRESSION_METRICS = ("r2", "mae", "rmse")

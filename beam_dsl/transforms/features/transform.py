@@ -43,18 +43,18 @@ from apache_beam.transforms.userstate import (
 )
 from apache_beam.utils.timestamp import Timestamp
 
-from beam_dsl.transforms.batching import (
+from beam_dsl.transforms.common.rows import (
     ERROR_ROW_TYPE,
     FrameDoFn,
     error_rows,
     json_records,
     row_type,
     rows_to_frame,
-    runs_batches,
     schema_fields,
-    select,
 )
-from beam_dsl.transforms.panes import (
+from beam_dsl.transforms.common.runner_compat import runs_batches, select
+from beam_dsl.transforms.common.spec import SpecTransform
+from beam_dsl.transforms.features.panes import (
     E_COLUMN,
     FeaturePlan,
     Panes,
@@ -65,7 +65,7 @@ from beam_dsl.transforms.panes import (
     prepare,
     window_rows,
 )
-from beam_dsl.transforms.stores import (
+from beam_dsl.transforms.features.stores import (
     STORE_ROW_TYPE,
     StoreRecord,
     arrow_schema,
@@ -335,7 +335,7 @@ class _WriteOffline(beam.DoFn):
 # ---------------------------------------------------------------- the transform
 
 
-class ComputeFeatures(beam.PTransform):
+class ComputeFeatures(SpecTransform):
     """Windowed aggregate features per entity (a FEATURES statement).
 
     For each entity and window holding at least one event that passes
@@ -376,7 +376,7 @@ class ComputeFeatures(beam.PTransform):
         offline: str | None = None,
         shards: int = DEFAULT_SHARDS,
     ):
-        super().__init__()
+        beam.PTransform.__init__(self)  # until built from FeaturesConfig
         self._config = {
             "name": name, "entity": list(entity), "timestamp": timestamp, "where": where,
             "windows": list(windows), "select": list(select), "ttl_s": ttl_s,

@@ -1,4 +1,4 @@
-"""PYTORCH, ONNX and HUGGINGFACE models as predictors (see :mod:`beam_dsl.transforms.models`).
+"""PYTORCH, ONNX and HUGGINGFACE models as predictors (see :mod:`.predictors`).
 
 * PYTORCH: a state dict plus ``CLASS pkg.Net(k = v)``, or a TorchScript file
   without CLASS, loaded and run through Beam's ``PytorchModelHandlerTensor``.
@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from beam_dsl.transforms.image_inputs import decode_images, decodes_on_device, load_kwargs
-from beam_dsl.transforms.models import (
+from beam_dsl.transforms.inference.image_inputs import decode_images, decodes_on_device, load_kwargs
+from beam_dsl.transforms.inference.predictors import (
     E_MODEL_MISSING,
     E_MODEL_SETUP,
     Answer,

@@ -5,7 +5,7 @@ An ensemble takes one of four forms, each over batches of rows:
 * ``STEP``s and an ``OUTPUT`` combiner: steps run in a topological order of
   their bindings (a step argument may name an earlier step); the steps of one
   level run side by side on a thread pool; a combiner from
-  :mod:`beam_dsl.transforms.combiners` merges their answers.
+  :mod:`beam_dsl.transforms.ensemble.combiners` merges their answers.
 * ``SPLIT BY key (m1 p1%, m2 p2%, ...)``: each row goes to one arm, chosen by
   a stable hash of the ensemble's name and the key (sha256), so a key always
   meets the same arm.
@@ -44,20 +44,19 @@ import pandas as pd
 from apache_beam.transforms.window import BoundedWindow
 from apache_beam.typehints.schemas import named_fields_to_schema, named_tuple_from_schema
 
-from beam_dsl.transforms import combiners
-from beam_dsl.transforms.batching import (
+from beam_dsl.transforms.common.expr import columns_of, mask
+from beam_dsl.transforms.common.rows import (
     ERROR_ROW_TYPE,
     FrameDoFn,
-    RowsToFrames,
     conform_to_schema,
     error_rows,
     optional,
     row_type,
-    runs_batches,
     schema_fields,
-    select,
 )
-from beam_dsl.transforms.expr import columns_of, mask
+from beam_dsl.transforms.common.runner_compat import RowsToFrames, runs_batches, select
+from beam_dsl.transforms.common.spec import SpecTransform
+from beam_dsl.transforms.ensemble import combiners
 
 # The predictor's columns besides the model's OUTPUT ones.
 _PROVENANCE = ("confidence", "model_id", "model_key")
@@ -540,7 +539,7 @@ class _Ensemble:
         self.shadow_fields = [*fields.items(), *plan.shadow_types()]
 
     def setup(self) -> None:
-        from beam_dsl.transforms.models import build_predictor
+        from beam_dsl.transforms.inference.predictors import build_predictor
 
         self.predictors = {
             m: build_predictor(self.plan.models[m], allow_pickle=self.allow_pickle)
@@ -608,7 +607,7 @@ class _EnsembleFramesFn(beam.DoFn):
         yield from self.ensemble.outputs(frame)
 
 
-class RunEnsemble(beam.PTransform):
+class RunEnsemble(SpecTransform):
     """Runs an ENSEMBLE of MODELs: steps with a combiner, or a SPLIT, CASCADE or SWITCH.
 
     The arguments are what ``beam_dsl.dsl.lower.lower_Ensemble`` emits for one
@@ -638,7 +637,7 @@ class RunEnsemble(beam.PTransform):
         switch: dict[str, Any] | None = None,
         allow_pickle: bool = False,
     ):
-        super().__init__(label=name)
+        beam.PTransform.__init__(self, label=name)  # until built from EnsembleConfig
         self.plan = EnsemblePlan(
             name, models, steps or [], output, split, shadow or [], cascade, switch
         )

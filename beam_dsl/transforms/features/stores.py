@@ -14,7 +14,7 @@ keeps its ``expires_at`` (TTL): readers treat a row past it as expired, and
   ``beam_dsl:features:<name>:<entity_key>`` with the same fields; the
   compare-and-set is a Lua script, atomic in Redis.
 
-The entity key is :func:`beam_dsl.transforms.panes.entity_key`: the entity
+The entity key is :func:`beam_dsl.transforms.features.panes.entity_key`: the entity
 columns and their values as text, sorted by column name.
 
 OFFLINE writes every window's row to ``<path>/part-<tag>.parquet`` (written
@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from beam_dsl.diagnostics import Diagnostic, DiagnosticError
-from beam_dsl.transforms.batching import base_type, row_type
+from beam_dsl.transforms.common.rows import base_type, row_type
 
 E_STORE = "E442"  # a store URI beam_dsl cannot use
 

@@ -8,7 +8,7 @@ so every framework has one loading and one predicting path.
 This module holds the predictor contract, per-key models (``PER`` with a
 ``{key}`` path, ``FALLBACK``), scikit-learn and CUSTOM (a user's Beam
 ``ModelHandler``); PyTorch, ONNX and Hugging Face live in
-:mod:`beam_dsl.transforms.deep_models`.
+:mod:`beam_dsl.transforms.inference.deep_models`.
 
 Run-time configuration problems raise :class:`DiagnosticError` with an E4xx
 code; a row a model rejects only gets an ``error`` (see :class:`Predictor`).
@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 
 from beam_dsl.diagnostics import Diagnostic, DiagnosticError
-from beam_dsl.transforms import modelstore
-from beam_dsl.transforms.batching import to_python
+from beam_dsl.transforms.common.rows import to_python
+from beam_dsl.transforms.training import modelstore
 
 _LOG = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def build_predictor(config: dict[str, Any], allow_pickle: bool = False) -> Predi
         return SklearnModel(config, resolve_path(config), allow_pickle)
     if framework == "custom":
         return CustomModel(config)
-    from beam_dsl.transforms import deep_models
+    from beam_dsl.transforms.inference import deep_models
 
     builders: dict[str, Callable[[dict[str, Any], str], Predictor]] = {
         "pytorch": deep_models.TorchModel,

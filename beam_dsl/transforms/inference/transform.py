@@ -1,7 +1,7 @@
 """MODEL as a Beam transform: :class:`RunModel` (LANGUAGE.md section 2).
 
 RunModel is Beam's ``RunInference`` over :class:`PredictorHandler`, a Beam
-``ModelHandler`` whose model is a :class:`~beam_dsl.transforms.models.Predictor`
+``ModelHandler`` whose model is a :class:`~beam_dsl.transforms.inference.predictors.Predictor`
 and whose batches are pandas frames: ``BatchElements`` (BATCH min TO max
 [WAIT]) gathers rows, the predictor answers the whole frame at once, and one
 step turns the answer back into rows. So RunInference's model sharing
@@ -24,19 +24,18 @@ from apache_beam.ml.inference.utils import WatchFilePattern
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms.util import WaitOn
 
-from beam_dsl.transforms.batching import (
+from beam_dsl.transforms.common.rows import (
     ERROR_ROW_TYPE,
     ConformRows,
-    RowBatches,
     error_rows,
     optional,
     row_type,
     rows_to_frame,
-    runs_batches,
     schema_fields,
-    select,
 )
-from beam_dsl.transforms.models import (
+from beam_dsl.transforms.common.runner_compat import RowBatches, runs_batches, select
+from beam_dsl.transforms.common.spec import SpecTransform
+from beam_dsl.transforms.inference.predictors import (
     E_INPUT_MISSING,
     Predictor,
     build_predictor,
@@ -178,7 +177,7 @@ def _failed_batch_rows(
     return error_rows(rows_to_frame(batch, columns), [why] * len(batch), name)
 
 
-class RunModel(beam.PTransform):
+class RunModel(SpecTransform):
     """Runs a MODEL over rows: one prediction per row, plus provenance.
 
     Output ``main``: each input row's fields, the OUTPUT field(s), ``model_id``
@@ -231,7 +230,7 @@ class RunModel(beam.PTransform):
         refresh_s: float | None = None,
         allow_pickle: bool = False,
     ):
-        super().__init__(label=name)  # Beam YAML and run summaries show the MODEL name
+        beam.PTransform.__init__(self, label=name)  # until built from ModelConfig
         self._config = {
             "name": name,
             "framework": framework,

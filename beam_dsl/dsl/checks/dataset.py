@@ -1,0 +1,77 @@
+"""Checks of DATASET statements."""
+
+from __future__ import annotations
+
+from beam_dsl.diagnostics import did_you_mean
+from beam_dsl.dsl import ast
+from beam_dsl.dsl.checks.base import BaseChecks
+from beam_dsl.dsl.units import duration_seconds, duration_suffix
+
+
+def feature_names(stmt: ast.Features) -> list[str]:
+    """The feature columns a FEATURES statement outputs (suffixed for WINDOWS (...))."""
+    aliases = [item.alias.name for item in stmt.get(ast.SelectClause).items]
+    windows = stmt.get(ast.WindowsClause)
+    if windows is None:
+        return aliases
+    suffixes = []
+    for size in windows.sizes:
+        seconds = duration_seconds(size.value, size.unit)
+        suffixes.append("_" + duration_suffix(seconds) if seconds else "")
+    return [alias + suffix for suffix in suffixes for alias in aliases]
+
+
+class DatasetChecks(BaseChecks):
+    def check_Dataset(self, stmt: ast.Dataset) -> None:
+        entity = stmt.get(ast.EntityClause)
+        as_of = stmt.get(ast.AsOfClause)
+        join = stmt.get(ast.JoinClause)
+        if entity is not None:
+            self._columns(entity.columns, "ENTITY")
+        if as_of is not None:
+            self._columns([as_of.column], "AS OF")
+        if join is None:
+            return
+        owners: dict[str, str] = {}
+        if self.ctx.columns is not None:
+            owners.update({c: "the labelled rows" for c in self.ctx.columns})
+        for ident in join.features:
+            features = self._features_ref(ident)
+            if features is None:
+                continue
+            width = len(features.get(ast.EntityClause).columns)
+            if entity is not None and width != len(entity.columns):
+                self.ctx.error(
+                    "E226",
+                    f"ENTITY has {len(entity.columns)} column(s); FEATURES {ident.name} "
+                    f"is keyed by {width}",
+                    ident.span,
+                )
+            for name in feature_names(features):
+                if name in owners:
+                    self.ctx.error(
+                        "E227",
+                        f"feature '{name}' of {ident.name} clashes with a column of "
+                        f"{owners[name]}",
+                        ident.span,
+                        "rename it with AS in one of the FEATURES statements",
+                    )
+                owners.setdefault(name, ident.name)
+
+    def _features_ref(self, ident: ast.Ident) -> ast.Features | None:
+        stmt = self.ctx.statements.get(ident.name)
+        if isinstance(stmt, ast.Features):
+            return stmt
+        if stmt is None:
+            names = [n for n, s in self.ctx.statements.items() if isinstance(s, ast.Features)]
+            self.ctx.error(
+                "E203",
+                f"unknown FEATURES '{ident.name}' in JOIN",
+                ident.span,
+                did_you_mean(ident.name, names),
+            )
+        else:
+            self.ctx.error(
+                "E210", f"'{ident.name}' is a {stmt.keyword}, not a FEATURES, in JOIN", ident.span
+            )
+        return None

@@ -1,0 +1,1 @@
+"""What every capability shares: rows and frames, expressions, the runner fork."""

@@ -1,0 +1,103 @@
+"""The one place where beam_dsl's transforms fork by runner.
+
+Fn API runners (the in-process FnApiRunner, Dataflow, Flink, Prism) run
+batched DoFns, deliver what ``finish_bundle`` emits and keep the tagged
+outputs of a multi-output ParDo apart. Beam 2.77's DaskRunner does none of
+the three (docs/RUNNERS.md). Each transform states both ways of doing its
+work and :func:`by_runner` picks one; :func:`select` and :class:`RowBatches`
+are the runner-agnostic building blocks of the portable way.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import apache_beam as beam
+
+from beam_dsl.transforms.common.rows import rows_to_frame
+
+
+def by_runner(pcoll: beam.PCollection, batched: Callable[[], Any], portable: Callable[[], Any]):
+    """``batched()`` where the runner runs batches (:func:`runs_batches`), else ``portable()``."""
+    return batched() if runs_batches(pcoll.pipeline) else portable()
+
+
+def runs_batches(pipeline: beam.Pipeline) -> bool:
+    """Whether the runner runs batched DoFns, finish_bundle outputs and tagged outputs.
+
+    Fn API runners do. Beam 2.77's DaskRunner does none of the three: it calls
+    ``process`` only, drops what ``finish_bundle`` emits, and hands every
+    output of a multi-output ParDo to every consumer.
+    """
+    return pipeline.runner is not None and pipeline.runner.is_fnapi_compatible()
+
+
+def select(
+    tagged: beam.PCollection, tag: str, label: str, element_type: Any = None
+) -> beam.PCollection:
+    """The values of one tag of a PCollection of ``(tag, value)`` pairs (the runner-agnostic
+    way to have several outputs), typed ``element_type`` where given (a schema, say)."""
+    pick = beam.FlatMap(lambda tv: [tv[1]] if tv[0] == tag else [])
+    return tagged | label >> (pick.with_output_types(element_type) if element_type else pick)
+
+
+class _KeyByBatch(beam.DoFn):
+    """Keys each row by its bundle and its batch of ``size`` rows within the bundle."""
+
+    def __init__(self, size: int):
+        self._size = size
+
+    def start_bundle(self) -> None:
+        import uuid
+
+        self._bundle, self._seen = uuid.uuid4().hex, 0
+
+    def process(self, row):
+        yield (self._bundle, self._seen // self._size), row
+        self._seen += 1
+
+
+class RowBatches(beam.PTransform):
+    """Rows -> lists of up to ``max_rows`` rows, with no output at bundle ends.
+
+    For runners that drop what ``finish_bundle`` emits (see :func:`runs_batches`),
+    where Beam's BatchElements loses each bundle's last batch: a GroupByKey
+    gathers each batch instead.
+
+    Args:
+        max_rows: rows per batch.
+    """
+
+    def __init__(self, max_rows: int):
+        super().__init__()
+        self._max_rows = max_rows
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        return (
+            rows
+            | "KeyByBatch" >> beam.ParDo(_KeyByBatch(self._max_rows))
+            | "Gather" >> beam.GroupByKey()
+            | "List" >> beam.MapTuple(lambda _, batch: list(batch))
+        )
+
+
+class RowsToFrames(beam.PTransform):
+    """Rows -> pandas frames of up to ``max_rows`` rows (:class:`RowBatches` as frames),
+    which a :class:`FrameDoFn` takes as they come.
+
+    Args:
+        columns: the rows' field names, in schema order.
+        max_rows: rows per frame.
+    """
+
+    def __init__(self, columns: Sequence[str], max_rows: int):
+        super().__init__()
+        self._columns = list(columns)
+        self._max_rows = max_rows
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        columns = self._columns
+        return (
+            rows
+            | "Batch" >> RowBatches(self._max_rows)
+            | "Frame" >> beam.Map(lambda batch: rows_to_frame(batch, columns))
+        )

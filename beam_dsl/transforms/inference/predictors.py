@@ -88,6 +88,8 @@ def build_predictor(config: dict[str, Any], allow_pickle: bool = False) -> Predi
         allow_pickle: allow pickle / joblib model files, which can run code
             when loaded.
     """
+    if not isinstance(config, dict):  # a ModelConfig (until predictors read it directly)
+        config = config.to_json()
     if config.get("per"):
         return KeyedPredictor(config, allow_pickle)
     framework = config["framework"]

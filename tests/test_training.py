@@ -21,6 +21,7 @@ from sklearn import metrics as skm
 from beam_dsl.diagnostics import DiagnosticError
 from beam_dsl.dsl.lower import lower_spec
 from beam_dsl.dsl.parser import parse
+from beam_dsl.ir.train import TrainConfig
 from beam_dsl.transforms.training import modelstore
 from beam_dsl.transforms.training.fit import split_holdout
 from beam_dsl.transforms.training.transform import COUNTER_NAMESPACE, TrainModels
@@ -48,7 +49,7 @@ def census(tmp_path_factory) -> tuple[str, pd.DataFrame]:
     return path, pd.read_csv(path)
 
 
-def config_of(spec: str) -> dict:
+def config_of(spec: str) -> TrainConfig:
     statements, diagnostics = parse(spec)
     assert not diagnostics, diagnostics
     (definition,) = lower_spec(statements)
@@ -73,7 +74,7 @@ def train(tmp_path, spec: str, source, **kwargs) -> dict:
         rows = pipeline | beam.io.ReadFromCsv(source)
     else:
         rows = pipeline | beam.Create(source)
-    outputs = rows | TrainModels(**config, **kwargs)
+    outputs = rows | TrainModels(**config.to_json(), **kwargs)
     for tag, pcoll in outputs.items():
         path = str(out / f"{tag}.jsonl")
 
@@ -129,7 +130,7 @@ def test_models_are_saved_and_reload_and_predict(trained, census):
     _, frame = census
     main = {r["education"]: r for r in trained["main"]}
     assert sorted(main) == sorted(TOP)
-    manifest = modelstore.read_manifest(trained["config"]["save_to"])
+    manifest = modelstore.read_manifest(trained["config"].save_to)
     entries = {tuple(e["key"]): e for e in manifest["models"]}
     assert manifest["classes"] == ["<=50K", ">50K"]
     assert manifest["features"] == FEATURES and manifest["per"] == ["education"]
@@ -146,7 +147,7 @@ def test_models_are_saved_and_reload_and_predict(trained, census):
         # a real model: better than always answering the majority class on its own rows
         majority = rows.income.value_counts(normalize=True).max()
         assert (predicted == rows.income).mean() > majority
-    assert modelstore.promoted_models(trained["config"]["save_to"]).keys() == set(TOP)
+    assert modelstore.promoted_models(trained["config"].save_to).keys() == set(TOP)
 
 
 def test_metrics_match_sklearn_on_the_holdout(trained, census):
@@ -205,9 +206,9 @@ def test_keys_under_min_rows_are_skipped_and_not_written(trained):
     (skipped,) = trained["skipped"]
     assert skipped["education"] == "Preschool" and skipped["rows"] < 30
     assert skipped["reason"] == f"{skipped['rows']} rows, fewer than MIN ROWS 30"
-    models = os.path.dirname(trained["config"]["save_to"])
+    models = os.path.dirname(trained["config"].save_to)
     assert not os.path.exists(os.path.join(models, "Preschool.skops"))
-    manifest = modelstore.read_manifest(trained["config"]["save_to"])
+    manifest = modelstore.read_manifest(trained["config"].save_to)
     assert [e["key"] for e in manifest["skipped"]] == [["Preschool"]]
 
 
@@ -253,9 +254,9 @@ def test_gate_failure_reports_the_model_but_writes_no_file(census, tmp_path):
         assert row["promoted"] is False and row["model_uri"] is None
     assert result["counters"]["rejected"] == len(TOP)
     assert not [f for f in os.listdir(tmp_path / "models" / "income") if f.endswith(".skops")]
-    manifest = modelstore.read_manifest(result["config"]["save_to"])
+    manifest = modelstore.read_manifest(result["config"].save_to)
     assert all(e["file"] is None and e["promoted"] is False for e in manifest["models"])
-    assert modelstore.promoted_models(result["config"]["save_to"]) == {}
+    assert modelstore.promoted_models(result["config"].save_to) == {}
 
 
 def test_keys_never_leave_the_model_directory(tmp_path):
@@ -293,14 +294,14 @@ def test_features_star_except_and_a_global_regressor(census, tmp_path):
       SAVE TO '{models}/hours.skops';"""
     result = train(tmp_path, spec, path)
     (row,) = result["main"]
-    manifest = modelstore.read_manifest(result["config"]["save_to"])
+    manifest = modelstore.read_manifest(result["config"].save_to)
     expected = [c for c in frame.columns
                 if c not in ("fnlwgt", "income", "native_country", "hours_per_week")]
     assert manifest["features"] == expected
     assert manifest["task"] == "regression" and manifest["classes"] is None
     assert manifest["feature_types"]["education"] == "text"
     assert manifest["feature_types"]["capital_gain"] == "number"
-    assert row["model_uri"] == result["config"]["save_to"]
+    assert row["model_uri"] == result["config"].save_to
     rows = frame.copy()
     rows["age"] = pd.to_numeric(rows.age, errors="coerce")
     rows = rows.dropna(subset=[*expected, "hours_per_week"])  # only the bad ages are unusable
@@ -335,7 +336,7 @@ def test_multiclass_metrics_are_weighted_and_failed_fits_are_skipped(census, tmp
     assert skipped["sex"] == "Female" and skipped["reason"].startswith("fit failed: ValueError")
     (row,) = result["main"]
     assert row["sex"] == "Male"
-    manifest = modelstore.read_manifest(result["config"]["save_to"])
+    manifest = modelstore.read_manifest(result["config"].save_to)
     (entry,) = manifest["models"]
     rows = as_read(frame[frame.sex == "Male"], ["age", "education", "occupation"], "race")
     _, held = split_holdout(rows[["age", "education", "occupation", "race"]], 0.3, 2)
@@ -353,12 +354,16 @@ def test_multiclass_metrics_are_weighted_and_failed_fits_are_skipped(census, tmp
 @pytest.mark.parametrize(
     ("change", "code"),
     [
-        (("FEATURES age,", "FEATURES agee,"), "E430"),
+        (("FEATURES age,", "FEATURES age, fnlwgtt,"), "E430"),
+        (("FEATURES age,", "FEATURES agee,"), "E433"),  # ENCODE scale(age): not a feature
         (("sklearn.tree.DecisionTreeClassifier", "sklearn.tree.NoSuchTree"), "E431"),
         (("sklearn.tree.DecisionTreeClassifier", "os.path.join"), "E431"),
         (("max_depth = 6", "max_depht = 6"), "E431"),
-        (("METRICS accuracy,", "METRICS r2, accuracy,"), "E432"),
+        (("METRICS accuracy, precision, recall, f1, roc_auc", "METRICS r2, mae"), "E432"),
+        (("METRICS accuracy, precision, recall, f1, roc_auc", "GATE r2 > 0.1"), "E432"),
+        (("METRICS accuracy,", "METRICS r2, accuracy,"), "E433"),
         (("MIN ROWS 30", "GATE auc > 0.5"), "E433"),
+        (("{key}.skops", "{key}.model"), "E433"),
     ],
 )
 def test_configuration_mistakes_are_coded(census, tmp_path, change, code):

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-CLASSIFIER_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
-REGRESSOR_METRICS = ("r2", "mae", "rmse")
-METRICS = CLASSIFIER_METRICS + REGRESSOR_METRICS
-
-ENCODERS = ("onehot", "scale", "ordinal", "passthrough")
-
 FRAMEWORKS = ("sklearn", "pytorch", "huggingface", "onnx", "custom")
 
 DEVICES = ("gpu", "cpu", "auto")

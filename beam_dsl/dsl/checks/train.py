@@ -1,38 +1,29 @@
-"""Checks of TRAIN statements."""
+"""Checks of TRAIN statements: every mistake knowable from the spec, with its position.
+
+Metric and encoder names are their families' (:func:`beam_dsl.vocabulary.family`);
+the rules between clauses are :mod:`beam_dsl.ir.train`'s, which the transform
+applies again to a config built from Python (E433).
+"""
 
 from __future__ import annotations
 
+from beam_dsl import vocabulary
 from beam_dsl.diagnostics import did_you_mean
 from beam_dsl.dsl import ast
 from beam_dsl.dsl.checks.base import BaseChecks
-from beam_dsl.dsl.vocabulary import ENCODERS, METRICS
+from beam_dsl.ir.train import gate_names, mixed_metrics, per_clashes, save_path_problem
 
 
 class TrainChecks(BaseChecks):
     def check_Train(self, stmt: ast.Train) -> None:
         per = stmt.get(ast.PerClause)
-        features = stmt.get(ast.FeaturesClause)
-        label = stmt.get(ast.LabelClause)
         if per:
             self._columns(per.columns, "PER")
         where = stmt.get(ast.WhereClause)
         if where:
             self._expr(where.expr, "WHERE")
-        feature_names: set[str] | None = None
-        if features:
-            if features.star:
-                self._columns(features.except_, "FEATURES * EXCEPT")
-                if self.ctx.columns is not None:
-                    feature_names = set(self.ctx.columns) - {c.name for c in features.except_}
-            else:
-                self._columns(features.columns, "FEATURES")
-                feature_names = {c.name for c in features.columns}
-                if label and label.column.name in feature_names:
-                    self.ctx.error(
-                        "E226",
-                        f"the label '{label.column.name}' is also a feature",
-                        label.column.span,
-                    )
+        label = stmt.get(ast.LabelClause)
+        feature_names = self._train_features(stmt.get(ast.FeaturesClause), label)
         if label:
             self._columns([label.column], "LABEL")
         using = stmt.get(ast.UsingClause)
@@ -47,46 +38,110 @@ class TrainChecks(BaseChecks):
             self._call_literals(using.call, "USING")
         encode = stmt.get(ast.EncodeClause)
         if encode:
-            for encoder in encode.encoders:
-                if encoder.name.name.lower() not in ENCODERS:
-                    self.ctx.error(
-                        "E218",
-                        f"unknown encoder '{encoder.name.name}'",
-                        encoder.name.span,
-                        did_you_mean(encoder.name.name.lower(), ENCODERS)
-                        or f"encoders are {', '.join(ENCODERS)}",
-                    )
-                for column in encoder.columns:
-                    if feature_names is not None and column.name not in feature_names:
-                        self.ctx.error(
-                            "E201",
-                            f"ENCODE names '{column.name}', which is not a feature",
-                            column.span,
-                            did_you_mean(column.name, feature_names),
-                        )
+            self._encode(encode, feature_names)
         holdout = stmt.get(ast.HoldoutClause)
         if holdout:
             self._percent(holdout.fraction, "HOLDOUT")
         metrics = stmt.get(ast.MetricsClause)
-        for metric in metrics.metrics if metrics else ():
-            if metric.name not in METRICS:
-                self.ctx.error(
-                    "E208",
-                    f"unknown metric '{metric.name}'",
-                    metric.span,
-                    did_you_mean(metric.name, METRICS) or f"metrics are {', '.join(METRICS)}",
-                )
+        metric_names = self._metrics(metrics) if metrics else ()
+        if per:
+            self._per_clashes(per, metric_names)
         min_rows = stmt.get(ast.MinRowsClause)
         if min_rows and min_rows.count < 1:
             self.ctx.error("E220", "MIN ROWS must be at least 1", min_rows.span)
         gate = stmt.get(ast.GateClause)
         if gate:
-            names = frozenset(m.name for m in metrics.metrics) if metrics else frozenset(METRICS)
-            self._expr(gate.expr, "GATE", names | {"rows"})
+            self._expr(gate.expr, "GATE", frozenset(gate_names(metric_names)))
         save = stmt.get(ast.SaveClause)
         if save:
             self._key_path(stmt, save.path, per is not None)
+            problem = save_path_problem(save.path.value)
+            if problem:
+                self.ctx.error("E228", problem, save.path.span)
         self._hints(stmt)
+
+    def _train_features(
+        self, features: ast.FeaturesClause | None, label: ast.LabelClause | None
+    ) -> set[str] | None:
+        """Checks FEATURES; the feature names where they are known."""
+        if not features:
+            return None
+        if features.star:
+            self._columns(features.except_, "FEATURES * EXCEPT")
+            if self.ctx.columns is None:
+                return None
+            return set(self.ctx.columns) - {c.name for c in features.except_}
+        self._columns(features.columns, "FEATURES")
+        names = {c.name for c in features.columns}
+        if label and label.column.name in names:
+            self.ctx.error(
+                "E226", f"the label '{label.column.name}' is also a feature", label.column.span
+            )
+        return names
+
+    def _encode(self, encode: ast.EncodeClause, feature_names: set[str] | None) -> None:
+        known = vocabulary.family("encoders").names()
+        used: set[str] = set()
+        encoded: dict[str, str] = {}  # column -> its encoder
+        for encoder in encode.encoders:
+            name = encoder.name.name
+            if name not in known:
+                self.ctx.error(
+                    "E218",
+                    f"unknown encoder '{name}'",
+                    encoder.name.span,
+                    did_you_mean(name, known) or f"encoders are {', '.join(known)}",
+                )
+            elif name in used:
+                self.ctx.error(
+                    "E202", f"ENCODE names {name} twice", encoder.name.span,
+                    f"list its columns once: {name}(a, b)",
+                )
+            used.add(name)
+            for column in encoder.columns:
+                if column.name in encoded:
+                    self.ctx.error(
+                        "E202",
+                        f"ENCODE names '{column.name}' twice ({encoded[column.name]} and {name})",
+                        column.span,
+                    )
+                elif feature_names is not None and column.name not in feature_names:
+                    self.ctx.error(
+                        "E201",
+                        f"ENCODE names '{column.name}', which is not a feature",
+                        column.span,
+                        did_you_mean(column.name, feature_names),
+                    )
+                encoded.setdefault(column.name, name)
+
+    def _metrics(self, clause: ast.MetricsClause) -> tuple[str, ...]:
+        """Checks METRICS: known names, one task; returns the names."""
+        registry = vocabulary.family("metrics")
+        known = registry.names()
+        for metric in clause.metrics:
+            if metric.name not in registry:
+                self.ctx.error(
+                    "E208",
+                    f"unknown metric '{metric.name}'",
+                    metric.span,
+                    did_you_mean(metric.name, known) or f"metrics are {', '.join(known)}",
+                )
+        names = tuple(m.name for m in clause.metrics)
+        mixed = mixed_metrics(names)
+        if mixed:
+            self.ctx.error("E208", mixed, clause.span)
+        return names
+
+    def _per_clashes(self, per: ast.PerClause, metric_names: tuple[str, ...]) -> None:
+        taken = per_clashes(metric_names)
+        for column in per.columns:
+            if column.name in taken:
+                self.ctx.error(
+                    "E202",
+                    f"PER column '{column.name}' clashes with an output column of TRAIN",
+                    column.span,
+                    f"TRAIN's output has {', '.join(taken)} beside the PER columns",
+                )
 
     def _key_path(self, stmt: ast.Statement, path: ast.Literal, has_per: bool) -> None:
         has_key = "{key}" in path.value
@@ -104,6 +159,3 @@ class TrainChecks(BaseChecks):
                 path.span,
                 "add PER <column> or remove {key} from the path",
             )
-
-    # ------------------------------------------------------------ MODEL
-

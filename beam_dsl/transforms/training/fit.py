@@ -1,10 +1,12 @@
-"""The per-key work of TRAIN, free of Beam: typing columns, the holdout split, fitting,
-scoring, gating and saving one key's model.
+"""The per-key work of TRAIN, free of Beam: the estimator and its task, typing columns,
+the holdout split, fitting, scoring, gating and saving one key's model.
 
-:mod:`beam_dsl.transforms.training` wires these into a Beam pipeline; they
-are plain functions over pandas frames so that they can be tested, profiled
-and run on a thread pool on their own. Semantics are described in
-:mod:`beam_dsl.transforms.training`.
+:mod:`beam_dsl.transforms.training.transform` wires these into a Beam
+pipeline; they are plain functions over pandas frames so that they can be
+tested, profiled and run on a thread pool on their own. Metrics and encoders
+are their families' (:mod:`~beam_dsl.transforms.training.metrics`,
+:mod:`~beam_dsl.transforms.training.encoders`). Semantics are described in
+:mod:`beam_dsl.transforms.training.transform`.
 """
 
 import hashlib
@@ -16,38 +18,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from beam_dsl.diagnostics import Diagnostic, DiagnosticError
+from beam_dsl.ir.train import ROW_COUNTS, TrainConfig
 from beam_dsl.transforms.common import expr
-from beam_dsl.transforms.training import modelstore
+from beam_dsl.transforms.training import encoders, metrics, modelstore
 
-CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
-REGRESSION_METRICS = ("r2", "mae", "rmse")
-DEFAULT_METRIC = {"classification": "accuracy", "regression": "r2"}
-ENCODERS = ("onehot", "ordinal", "scale", "passthrough")
 ESTIMATOR_PACKAGES = ("sklearn.", "xgboost.", "lightgbm.")
 # The encoded matrix stays sparse only when it is mostly zeros: trees fit about
 # 1.5x faster on dense input (measured on the training benchmark's data).
 SPARSE_THRESHOLD = 0.05
 
 
-def config_error(name: str, code: str, message: str, hint: str | None = None) -> DiagnosticError:
-    return DiagnosticError([Diagnostic(code, message, f"TRAIN {name}", None, hint)])
-
-
-def import_estimator(name: str, dotted: str) -> type:
+def import_estimator(config: TrainConfig) -> type:
     """The estimator class USING names; E431 if it cannot be imported or cannot fit/predict."""
+    dotted = config.estimator.callable
     module_name, _, attr = dotted.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), attr) if module_name else None
     except (ImportError, AttributeError) as e:
-        raise config_error(name, "E431", f"cannot import estimator '{dotted}': {e}") from e
+        raise config.error("E431", f"cannot import estimator '{dotted}': {e}") from e
     if not (
         isinstance(cls, type)
         and callable(getattr(cls, "fit", None))
         and callable(getattr(cls, "predict", None))
     ):
-        raise config_error(
-            name,
+        raise config.error(
             "E431",
             f"'{dotted}' is not an estimator class with fit and predict",
             hint=f"name a class under {', '.join(p[:-1] for p in ESTIMATOR_PACKAGES)}, "
@@ -56,13 +50,39 @@ def import_estimator(name: str, dotted: str) -> type:
     return cls
 
 
-def build_estimator(name: str, estimator: Mapping[str, Any]) -> Any:
-    """An instance of the lowered USING call (``{"callable", "args", "kwargs"}``); E431."""
-    cls = import_estimator(name, estimator["callable"])
+def build_estimator(config: TrainConfig) -> Any:
+    """An instance of the USING call; E431."""
+    cls = import_estimator(config)
     try:
-        return cls(*estimator.get("args", []), **estimator.get("kwargs", {}))
+        return cls(*config.estimator.args, **config.estimator.kwargs)
     except TypeError as e:
-        raise config_error(name, "E431", f"bad arguments for the estimator: {e}") from e
+        raise config.error("E431", f"bad arguments for the estimator: {e}") from e
+
+
+def resolve_task(config: TrainConfig) -> str:
+    """The estimator's task (``classification`` or ``regression``), checked against the
+    metrics and GATE; E431/E432."""
+    from sklearn.base import is_classifier, is_regressor
+
+    estimator = build_estimator(config)
+    if is_classifier(estimator):
+        task = "classification"
+    elif is_regressor(estimator):
+        task = "regression"
+    else:
+        raise config.error(
+            "E432", f"'{config.estimator.callable}' is neither a classifier nor a regressor",
+            hint="estimators should inherit sklearn's ClassifierMixin or RegressorMixin",
+        )
+    scored = config.metrics or metrics.defaults()  # without METRICS, GATE may read either
+    gated = [n for n in sorted(expr.columns_of(config.gate)) if n in scored]
+    for metric in [*config.metrics, *gated]:
+        if metric not in metrics.names(task):
+            raise config.error(
+                "E432", f"metric '{metric}' does not apply to {task}",
+                hint=f"{task} metrics: {', '.join(metrics.names(task))}",
+            )
+    return task
 
 
 # ---------------------------------------------------------------- the resolved plan
@@ -70,64 +90,47 @@ def build_estimator(name: str, estimator: Mapping[str, Any]) -> Any:
 
 @dataclass(frozen=True)
 class Plan:
-    """A TRAIN statement resolved against its input schema: what every stage needs."""
+    """A TRAIN config resolved against its input schema and task: what every stage needs."""
 
-    name: str
+    config: TrainConfig
+    task: str  # classification | regression
     columns: tuple[str, ...]  # the input's fields, in order
-    per: tuple[str, ...]
     per_types: tuple[type, ...]  # str, int, float or bool: the key's values and output fields
-    where: Mapping[str, Any] | None
     features: tuple[str, ...]
     feature_kinds: Mapping[str, str]  # column -> 'number' | 'text': how values are read
-    encoders: Mapping[str, str]  # column -> one of ENCODERS
-    label: str
+    encoders: Mapping[str, str]  # column -> its encoder (the encoders family)
     label_type: type  # str, int, float or bool
-    estimator: Mapping[str, Any]  # {"callable", "args", "kwargs"} as lowered
-    task: str  # classification | regression
-    holdout: float
-    seed: int
-    metrics: tuple[str, ...]
-    min_rows: int
-    gate: Mapping[str, Any] | None
-    save_to: str
+    metrics: tuple[str, ...]  # METRICS, or the task's default
 
     def make_estimator(self) -> Any:
-        return build_estimator(self.name, self.estimator)
+        return build_estimator(self.config)
 
     def make_pipeline(self, estimator: Any) -> Any:
         """The saved model: encoders for the raw feature columns, then a fresh ``estimator``."""
         from sklearn.base import clone
         from sklearn.compose import ColumnTransformer
         from sklearn.pipeline import Pipeline
-        from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-        makers = {
-            "onehot": lambda: OneHotEncoder(handle_unknown="ignore"),
-            "ordinal": lambda: OrdinalEncoder(
-                handle_unknown="use_encoded_value", unknown_value=-1
-            ),
-            "scale": StandardScaler,
-            "passthrough": lambda: "passthrough",
-        }
         steps = []
-        for encoder in ENCODERS:
+        for encoder in encoders.names():
             columns = [c for c in self.features if self.encoders[c] == encoder]
             if columns:
-                steps.append((encoder, makers[encoder](), columns))
+                steps.append((encoder, encoders.build(encoder), columns))
         encode = ColumnTransformer(steps, sparse_threshold=SPARSE_THRESHOLD)
         return Pipeline([("encode", encode), ("model", clone(estimator))])
 
     def manifest_header(self) -> dict[str, Any]:
+        c = self.config
         return {
-            "name": self.name,
-            "per": list(self.per),
+            "name": c.name,
+            "per": list(c.per),
             "features": list(self.features),
-            "feature_types": {c: self.feature_kinds[c] for c in self.features},
-            "label": self.label,
+            "feature_types": {f: self.feature_kinds[f] for f in self.features},
+            "label": c.label,
             "task": self.task,
-            "estimator": self.estimator["callable"],
+            "estimator": c.estimator.callable,
             "metrics": list(self.metrics),
-            "template": self.save_to,
+            "template": c.save_to,
         }
 
 
@@ -177,15 +180,15 @@ def prepare_frame(plan: Plan, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Ser
             shown = frame[column].astype(str).map(repr)
             reasons = reasons.mask(free & bad, f"unparsable {what} '{column}': " + shown)
 
-    for column, to in zip(plan.per, plan.per_types, strict=True):
+    for column, to in zip(plan.config.per, plan.per_types, strict=True):
         check(column, "PER column", to)
-    check(plan.label, "label", plan.label_type)
+    check(plan.config.label, "label", plan.label_type)
     for column in plan.features:
         check(column, "feature", float if plan.feature_kinds[column] == "number" else str)
     return pd.DataFrame(typed, index=frame.index), reasons
 
 
-# ---------------------------------------------------------------- holdout, metrics, one key
+# ---------------------------------------------------------------- holdout, one key
 
 
 def _seed_key(seed: int) -> str:
@@ -206,97 +209,48 @@ def split_holdout(
     return frame.iloc[order[held:]], frame.iloc[order[:held]]
 
 
-def score(
-    task: str,
-    metrics: Sequence[str],
-    model: Any,
-    features: pd.DataFrame,
-    labels: pd.Series,
-    classes: Sequence[Any],
-) -> dict[str, float]:
-    """Each metric of ``model`` on the held-out rows; NaN where it cannot be computed."""
-    from sklearn import metrics as m
-
-    nan = float("nan")
-    if len(labels) == 0:
-        return {name: nan for name in metrics}
-    predicted = model.predict(features)
-    out: dict[str, float] = {}
-    if task == "regression":
-        for name in metrics:
-            if name == "r2":
-                out[name] = m.r2_score(labels, predicted) if len(labels) > 1 else nan
-            elif name == "mae":
-                out[name] = m.mean_absolute_error(labels, predicted)
-            else:
-                out[name] = m.root_mean_squared_error(labels, predicted)
-        return {k: float(v) for k, v in out.items()}
-
-    binary = len(classes) <= 2
-    positive = classes[-1] if classes else None
-    averaged = {"pos_label": positive, "average": "binary"} if binary else {"average": "weighted"}
-    for name in metrics:
-        if name == "accuracy":
-            out[name] = m.accuracy_score(labels, predicted)
-        elif name in ("precision", "recall", "f1"):
-            scorer = {"precision": m.precision_score, "recall": m.recall_score, "f1": m.f1_score}
-            out[name] = scorer[name](labels, predicted, zero_division=nan, **averaged)
-        else:
-            out[name] = _roc_auc(model, features, labels, binary, positive)
-    return {k: float(v) for k, v in out.items()}
-
-
-def _roc_auc(model: Any, features: pd.DataFrame, labels: pd.Series, binary: bool, positive: Any):
-    from sklearn.metrics import roc_auc_score
-
-    if not hasattr(model, "predict_proba") or labels.nunique() < 2:
-        return float("nan")
-    proba = model.predict_proba(features)
-    model_classes = list(model.classes_)
-    try:
-        if binary:
-            if positive not in model_classes:
-                return float("nan")
-            return roc_auc_score(labels == positive, proba[:, model_classes.index(positive)])
-        return roc_auc_score(
-            labels, proba, multi_class="ovr", average="weighted", labels=model_classes
-        )
-    except ValueError:  # e.g. held-out classes the model never saw
-        return float("nan")
-
-
 def fit_key(
     plan: Plan, estimator: Any, key: tuple, frames: Sequence[pd.DataFrame], classes: Sequence[Any]
 ) -> dict[str, Any]:
-    """Trains, scores, gates and (if promoted) saves one key's model; returns its result."""
+    """Trains, scores, gates and (if promoted) saves one key's model; returns its result:
+    ``key``, ``rows`` and either ``skipped`` (the reason) or ``train_rows``,
+    ``holdout_rows``, ``metrics``, ``promoted``, ``model_uri``, ``sha256`` and
+    ``trusted_types``."""
+    c = plan.config
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    rows = len(frame)
-    result: dict[str, Any] = {"key": key, "rows": rows}
-    if rows < plan.min_rows:
-        return {**result, "skipped": f"{rows} rows, fewer than MIN ROWS {plan.min_rows}"}
-    columns = [*plan.features, plan.label]
-    train, held = split_holdout(frame[columns], plan.holdout, plan.seed)
+    result: dict[str, Any] = {"key": key, "rows": len(frame)}
+    if len(frame) < c.min_rows:
+        return {**result, "skipped": f"{len(frame)} rows, fewer than MIN ROWS {c.min_rows}"}
+    train, held = split_holdout(frame[[*plan.features, c.label]], c.holdout, c.seed)
     model = plan.make_pipeline(estimator)
+    features = list(plan.features)
     try:
-        model.fit(train[list(plan.features)], train[plan.label])
-        metrics = score(
-            plan.task, plan.metrics, model, held[list(plan.features)], held[plan.label], classes
-        )
+        model.fit(train[features], train[c.label])
+        scores = metrics.score(plan.metrics, model, held[features], held[c.label], classes)
     except Exception as e:  # a key's data the estimator cannot fit: report, do not crash
         return {**result, "skipped": f"fit failed: {type(e).__name__}: {e}"}
-    result.update(train_rows=len(train), holdout_rows=len(held), metrics=metrics)
-    promoted = True
-    if plan.gate is not None:
-        values = {**metrics, "rows": rows, "train_rows": len(train), "holdout_rows": len(held)}
-        promoted = bool(expr.evaluate_scalar(plan.gate, values))
-    result.update(promoted=promoted, model_uri=None, sha256=None, trusted_types=[])
-    if promoted:
-        path = modelstore.resolve(plan.save_to, key if plan.per else None)
-        result.update(model_uri=path, sha256=modelstore.save_model(model, path))
-        if path.endswith(modelstore.SKOPS_SUFFIXES):
-            import skops.io
-
-            result["trusted_types"] = sorted(skops.io.get_untrusted_types(file=path))
+    result.update(train_rows=len(train), holdout_rows=len(held), metrics=scores)
+    result.update(promoted=_passes_gate(c, result), model_uri=None, sha256=None,
+                  trusted_types=[])
+    if result["promoted"]:
+        result.update(_save(c, model, key))
     return result
 
 
+def _passes_gate(config: TrainConfig, result: Mapping[str, Any]) -> bool:
+    """Whether a key's model passes GATE (over its metrics and row counts)."""
+    if config.gate is None:
+        return True
+    values = {**result["metrics"], **{n: result[n] for n in ROW_COUNTS}}
+    return bool(expr.evaluate_scalar(config.gate, values))
+
+
+def _save(config: TrainConfig, model: Any, key: tuple) -> dict[str, Any]:
+    """Writes a promoted model; its ``model_uri``, ``sha256`` and ``trusted_types``."""
+    path = modelstore.resolve(config.save_to, key if config.per else None)
+    saved: dict[str, Any] = {"model_uri": path, "sha256": modelstore.save_model(model, path)}
+    if path.endswith(modelstore.SKOPS_SUFFIXES):
+        import skops.io
+
+        saved["trusted_types"] = sorted(skops.io.get_untrusted_types(file=path))
+    return saved

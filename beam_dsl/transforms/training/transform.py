@@ -18,7 +18,8 @@ fast as a hand-written pandas script (benchmarks/bench_training.py):
    ``skipped``.
 
 Runners without batched DoFns or finish_bundle outputs (Beam's DaskRunner)
-get another Prepare: rows are grouped by key first and each key's rows become
+get another Prepare (:func:`~beam_dsl.transforms.common.runner_compat.by_runner`
+picks): rows are grouped by key first and each key's rows become
 one frame; Fit then runs in line. Either way, stage outputs are ``(tag,
 value)`` pairs split by FlatMaps and "after all keys" is a side input, not a
 combine, because the DaskRunner mishandles tagged outputs and CombineGlobally.
@@ -29,15 +30,17 @@ Semantics (see docs of :class:`TrainModels` for the outputs):
   ENCODE scales) are read as numbers, the others as strings; a row with a
   missing or unparsable PER column, label or feature goes to ``errors``.
 * Without ENCODE, string features are one-hot encoded (unknown categories
-  ignored at inference) and numeric ones pass through; ENCODE picks
-  ``onehot``, ``ordinal``, ``scale`` or ``passthrough`` per column. The
+  ignored at inference) and numeric ones pass through; ENCODE picks an
+  encoder per column (:mod:`~beam_dsl.transforms.training.encoders`:
+  ``onehot``, ``ordinal``, ``scale``, ``passthrough``). The
   encoders and the estimator are saved together as one scikit-learn
   Pipeline, so inference feeds the raw feature columns.
 * HOLDOUT: a key's rows are ordered by a hash of their feature and label
   values keyed by SEED, and the first ``round(rows * fraction)`` are held
   out (at least one row is always trained on). The split depends on the
   data and the seed only, never on the order rows arrive in.
-* METRICS are computed on the held-out rows: accuracy, precision, recall,
+* METRICS (:mod:`~beam_dsl.transforms.training.metrics`) are computed on
+  the held-out rows: accuracy, precision, recall,
   f1, roc_auc for classifiers (binary: the positive class is the second of
   the label's sorted classes over all keys; more classes: weighted
   averages; roc_auc needs ``predict_proba``) and r2, mae, rmse for
@@ -71,6 +74,7 @@ from apache_beam.transforms.window import BoundedWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_dsl.diagnostics import did_you_mean
+from beam_dsl.ir.train import ROW_COUNTS, TrainConfig
 from beam_dsl.transforms.common import expr
 from beam_dsl.transforms.common.rows import (
     ERROR_ROW_TYPE,
@@ -85,20 +89,10 @@ from beam_dsl.transforms.common.rows import (
     schema_fields,
     windowed,
 )
-from beam_dsl.transforms.common.runner_compat import runs_batches, select
+from beam_dsl.transforms.common.runner_compat import by_runner, select
 from beam_dsl.transforms.common.spec import SpecTransform
-from beam_dsl.transforms.training import modelstore
-from beam_dsl.transforms.training.fit import (
-    CLASSIFICATION_METRICS,
-    DEFAULT_METRIC,
-    ENCODERS,
-    REGRESSION_METRICS,
-    Plan,
-    build_estimator,
-    config_error,
-    fit_key,
-    prepare_frame,
-)
+from beam_dsl.transforms.training import encoders, metrics, modelstore
+from beam_dsl.transforms.training.fit import Plan, fit_key, prepare_frame, resolve_task
 
 COUNTER_NAMESPACE = "beam_dsl"
 # Fit jobs queued per thread before Fit waits for the oldest (bounds memory).
@@ -117,85 +111,73 @@ def _python_type(hint: Any) -> type | None:
     return None
 
 
-def make_plan(config: Mapping[str, Any], fields: Mapping[str, Any], task: str) -> Plan:
-    """Resolves the lowered config against the input's schema fields; E430/E434 on mismatch."""
-    name = config["name"]
+def make_plan(config: TrainConfig, fields: Mapping[str, Any], task: str) -> Plan:
+    """Resolves ``config`` against the input's schema fields; E430/E434 on mismatch."""
 
     def need(column: str, what: str) -> None:
         if column not in fields:
-            raise config_error(
-                name,
-                "E430",
-                f"the input has no column '{column}' ({what})",
+            raise config.error(
+                "E430", f"the input has no column '{column}' ({what})",
                 hint=did_you_mean(column, fields),
             )
 
-    per = tuple(config["per"])
-    for column in per:
+    for column in config.per:
         need(column, "PER")
-    need(config["label"], "LABEL")
-    if config["features"] is None:
-        for column in config["features_except"]:
-            need(column, "FEATURES * EXCEPT")
-        excluded = {*config["features_except"], config["label"], *per}
-        features = tuple(c for c in fields if c not in excluded)
-    else:
-        features = tuple(config["features"])
-        for column in features:
-            need(column, "FEATURES")
-    if not features:
-        raise config_error(name, "E430", "TRAIN has no feature columns left")
-    for column in expr.columns_of(config["where"]):
+    need(config.label, "LABEL")
+    features = _features(config, fields, need)
+    for column in expr.columns_of(config.where):
         need(column, "WHERE")
-
-    encode = config["encode"] or {}
-    chosen = {c: encoder for encoder, columns in encode.items() for c in columns}
+    chosen = {c: encoder for encoder, columns in (config.encode or {}).items() for c in columns}
     for column in chosen:
         if column not in features:
-            raise config_error(name, "E430", f"ENCODE names '{column}', which is not a feature")
-    kinds, encoders = {}, {}
+            raise config.error("E430", f"ENCODE names '{column}', which is not a feature")
+    kinds = {}
     for column in features:
-        kind = kind_of(fields[column])
-        if kind == "other":
-            raise config_error(
-                name, "E434", f"feature '{column}' has type {fields[column]}; "
+        kinds[column] = kind_of(fields[column])
+        if kinds[column] == "other":
+            raise config.error(
+                "E434", f"feature '{column}' has type {fields[column]}; "
                 "TRAIN reads numbers and strings"
             )
-        if chosen.get(column) == "scale":
-            kind = "number"
-        kinds[column] = kind
-        encoders[column] = chosen.get(column) or ("onehot" if kind == "text" else "passthrough")
+        if column in chosen and encoders.reads_numbers(chosen[column]):
+            kinds[column] = "number"
 
     def python_type(column: str) -> type:
         found = _python_type(fields[column])
         if found is None:
-            raise config_error(
-                name, "E434", f"column '{column}' has type {fields[column]}; "
+            raise config.error(
+                "E434", f"column '{column}' has type {fields[column]}; "
                 "PER and LABEL columns must hold strings, numbers or booleans"
             )
         return found
 
-    label_type = float if task == "regression" else python_type(config["label"])
     return Plan(
-        name=name,
+        config=config,
+        task=task,
         columns=tuple(fields),
-        per=per,
-        per_types=tuple(python_type(c) for c in per),
-        where=config["where"],
+        per_types=tuple(python_type(c) for c in config.per),
         features=features,
         feature_kinds=kinds,
-        encoders=encoders,
-        label=config["label"],
-        label_type=label_type,
-        estimator=config["estimator"],
-        task=task,
-        holdout=float(config["holdout"]),
-        seed=int(config["seed"]),
-        metrics=tuple(config["metrics"]) or (DEFAULT_METRIC[task],),
-        min_rows=int(config["min_rows"]),
-        gate=config["gate"],
-        save_to=config["save_to"],
+        encoders={c: chosen.get(c) or encoders.default(kinds[c]) for c in features},
+        label_type=float if task == "regression" else python_type(config.label),
+        metrics=config.metrics or (metrics.default(task),),
     )
+
+
+def _features(config: TrainConfig, fields: Mapping[str, Any], need) -> tuple[str, ...]:
+    """The feature columns: FEATURES, or every field but EXCEPT, the label and PER."""
+    if config.features is None:
+        for column in config.features_except:
+            need(column, "FEATURES * EXCEPT")
+        excluded = {*config.features_except, config.label, *config.per}
+        features = tuple(c for c in fields if c not in excluded)
+    else:
+        features = config.features
+        for column in features:
+            need(column, "FEATURES")
+    if not features:
+        raise config.error("E430", "TRAIN has no feature columns left")
+    return features
 
 
 # ---------------------------------------------------------------- the DoFns
@@ -221,15 +203,15 @@ def _prepare(plan: Plan, frame: pd.DataFrame, counters: "_Counters") -> Iterator
     """WHERE and typing for one frame of rows: yields ``errors`` rows, then returns the
     usable rows typed (PER columns, label, features)."""
     counters.rows_in.inc(len(frame))
-    if plan.where is not None:
-        keep = expr.mask(plan.where, frame)
+    if plan.config.where is not None:
+        keep = expr.mask(plan.config.where, frame)
         counters.filtered.inc(int((~keep).sum()))
         frame = frame[keep]
     typed, reasons = prepare_frame(plan, frame)
     bad = reasons.notna()
     if bad.any():
         counters.errors.inc(int(bad.sum()))
-        for row in error_rows(frame[bad], reasons[bad], plan.name):
+        for row in error_rows(frame[bad], reasons[bad], plan.config.name):
             yield _tagged("errors", row)
         typed = typed[~bad]
     return typed
@@ -237,11 +219,11 @@ def _prepare(plan: Plan, frame: pd.DataFrame, counters: "_Counters") -> Iterator
 
 def _by_key(plan: Plan, typed: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame]]:
     """The features and label of ``typed``, split by key."""
-    values = typed[[*plan.features, plan.label]]
-    if not plan.per:
+    values = typed[[*plan.features, plan.config.label]]
+    if not plan.config.per:
         yield (), values
         return
-    for key, part in values.groupby([typed[c] for c in plan.per], sort=False):
+    for key, part in values.groupby([typed[c] for c in plan.config.per], sort=False):
         yield tuple(_plain(k) for k in key), part
 
 
@@ -249,7 +231,7 @@ def _labels(plan: Plan, typed: pd.DataFrame) -> set:
     """The classes among ``typed``'s labels (none for a regressor: they are not classes)."""
     if plan.task != "classification":
         return set()
-    return set(typed[plan.label].unique().tolist())
+    return set(typed[plan.config.label].unique().tolist())
 
 
 def _plain(value: Any) -> Any:
@@ -265,7 +247,7 @@ class _PrepareFrames(FrameDoFn):
         self._plan = plan
 
     def setup(self) -> None:
-        self._counters = _Counters(self._plan.name)
+        self._counters = _Counters(self._plan.config.name)
 
     def start_bundle(self) -> None:
         super().start_bundle()
@@ -289,7 +271,7 @@ def _row_key(plan: Plan) -> Any:
     """A function of a row to its key's values as TRAIN reads them (None where unusable)."""
 
     def key(row: Any) -> tuple:
-        return tuple(as_type(getattr(row, c), t) for c, t in zip(plan.per, plan.per_types,
+        return tuple(as_type(getattr(row, c), t) for c, t in zip(plan.config.per, plan.per_types,
                                                                   strict=True))
 
     return key
@@ -303,7 +285,7 @@ class _PrepareGroups(beam.DoFn):
         self._plan = plan
 
     def setup(self) -> None:
-        self._counters = _Counters(self._plan.name)
+        self._counters = _Counters(self._plan.config.name)
 
     def process(self, element):
         _, rows = element
@@ -323,10 +305,10 @@ class _Fit(beam.DoFn):
         self._threads = threads
 
     def setup(self) -> None:
-        self._counters = _Counters(self._plan.name)
+        self._counters = _Counters(self._plan.config.name)
         self._estimator = self._plan.make_estimator()
         self._pool = (
-            ThreadPoolExecutor(self._threads, thread_name_prefix=f"fit-{self._plan.name}")
+            ThreadPoolExecutor(self._threads, thread_name_prefix=f"fit-{self._plan.config.name}")
             if self._threads > 1 else None
         )
 
@@ -377,52 +359,48 @@ class _WriteManifest(beam.DoFn):
     def process(self, _, results=(), classes=()):
         plan = self._plan
         results = sorted(results, key=lambda r: modelstore.safe_key(r["key"]))
-        manifest_dir = os.path.dirname(modelstore.manifest_path(plan.save_to)) or "."
         trained = [r for r in results if "skipped" not in r]
         skipped = [r for r in results if "skipped" in r]
         modelstore.write_manifest(
-            plan.save_to,
-            {
-                **plan.manifest_header(),
-                "classes": _union(classes) if plan.task == "classification" else None,
-                "models": [
-                    {
-                        "key": list(r["key"]),
-                        "file": (
-                            os.path.relpath(r["model_uri"], manifest_dir)
-                            if r["model_uri"] else None
-                        ),
-                        "sha256": r["sha256"],
-                        "trusted_types": r["trusted_types"],
-                        "rows": r["rows"],
-                        "train_rows": r["train_rows"],
-                        "holdout_rows": r["holdout_rows"],
-                        "metrics": {k: _finite(v) for k, v in r["metrics"].items()},
-                        "promoted": r["promoted"],
-                    }
-                    for r in trained
-                ],
-                "skipped": [
-                    {"key": list(r["key"]), "rows": r["rows"], "reason": r["skipped"]}
-                    for r in skipped
-                ],
-            },
+            plan.config.save_to, _manifest(plan, trained, skipped, _union(classes))
         )
+        per = plan.config.per
         for r in trained:
             yield _tagged("main", beam.Row(
-                **dict(zip(plan.per, r["key"], strict=True)),
-                rows=r["rows"],
-                train_rows=r["train_rows"],
-                holdout_rows=r["holdout_rows"],
+                **dict(zip(per, r["key"], strict=True)),
+                **{n: r[n] for n in ROW_COUNTS},
                 **{k: _finite(v) for k, v in r["metrics"].items()},
                 model_uri=r["model_uri"],
                 promoted=r["promoted"],
             ))
         for r in skipped:
             yield _tagged("skipped", beam.Row(
-                **dict(zip(plan.per, r["key"], strict=True)), rows=r["rows"],
-                reason=r["skipped"],
+                **dict(zip(per, r["key"], strict=True)), rows=r["rows"], reason=r["skipped"],
             ))
+
+
+def _manifest(plan: Plan, trained: list[dict], skipped: list[dict], classes: list) -> dict:
+    """The manifest of one run (modelstore.write_manifest adds its version)."""
+    directory = os.path.dirname(modelstore.manifest_path(plan.config.save_to)) or "."
+    return {
+        **plan.manifest_header(),
+        "classes": classes if plan.task == "classification" else None,
+        "models": [
+            {
+                "key": list(r["key"]),
+                "file": os.path.relpath(r["model_uri"], directory) if r["model_uri"] else None,
+                "sha256": r["sha256"],
+                "trusted_types": r["trusted_types"],
+                **{n: r[n] for n in ROW_COUNTS},
+                "metrics": {k: _finite(v) for k, v in r["metrics"].items()},
+                "promoted": r["promoted"],
+            }
+            for r in trained
+        ],
+        "skipped": [
+            {"key": list(r["key"]), "rows": r["rows"], "reason": r["skipped"]} for r in skipped
+        ],
+    }
 
 
 def _finite(value: float) -> float | None:
@@ -443,6 +421,9 @@ def _union(label_sets: Iterable[Iterable[Any]]) -> list:
 class TrainModels(SpecTransform):
     """Trains one scikit-learn model per key (``TRAIN``), saves them and a manifest.
 
+    Built from a :class:`~beam_dsl.ir.train.TrainConfig` (its fields are the
+    keyword arguments; docs/IR.md, "TRAIN"), checked once: the config's rules
+    (E400, E433), then the estimator and the metrics of its task (E431, E432).
     The input is a schema'd PCollection of rows. Outputs:
 
     * ``main``: one row per trained key: the PER columns, ``rows`` (usable
@@ -457,141 +438,36 @@ class TrainModels(SpecTransform):
     Every input row is counted once in the Beam counters ``beam_dsl`` /
     ``<name>.rows_in`` = ``filtered`` (by WHERE) + ``errors`` + ``trained``
     + ``held_out`` + ``skipped``; ``promoted`` and ``rejected`` count models.
-
-    Args:
-        name: the TRAIN statement's name.
-        per: key columns; empty for one model over all rows.
-        where: a lowered expression selecting the rows to train on, or None.
-        features: feature columns, or None for every column but
-            ``features_except``, the label and the PER columns.
-        features_except: columns left out when ``features`` is None.
-        label: the label column.
-        estimator: the estimator class and its literal arguments, as
-            ``{"callable": "sklearn.tree.DecisionTreeClassifier", "args": [],
-            "kwargs": {...}}``.
-        encode: encoder name (onehot, ordinal, scale, passthrough) to the
-            columns it encodes, or None for the defaults.
-        holdout: the fraction of each key's rows held out for metrics.
-        seed: the seed of the holdout split.
-        metrics: metric names; empty for accuracy (classifiers) or r2.
-        min_rows: keys with fewer usable rows are skipped.
-        gate: a lowered expression over the metrics a model must pass to be
-            written, or None.
-        save_to: the model path, with ``{key}`` where PER is given; the
-            suffix picks the format (.skops, or .pkl/.joblib).
-        fit_threads: models fitted at once on a worker (0: one per CPU).
-        resource_hints: Beam resource hints (``min_ram``, ``cpu_count``, ...)
-            for the fitting step alone, so that reading and preparing rows
-            still fuse with the step before.
+    ``resource_hints`` apply to the fitting step alone, so that reading and
+    preparing rows still fuse with the step before.
     """
 
-    def __init__(
-        self,
-        name: str,
-        per: list[str],
-        where: dict[str, Any] | None,
-        features: list[str] | None,
-        features_except: list[str],
-        label: str,
-        estimator: dict[str, Any],
-        encode: dict[str, list[str]] | None,
-        holdout: float,
-        seed: int,
-        metrics: list[str],
-        min_rows: int,
-        gate: dict[str, Any] | None,
-        save_to: str,
-        fit_threads: int = 0,
-        resource_hints: dict[str, str] | None = None,
-    ):
-        beam.PTransform.__init__(self)  # until built from TrainConfig
-        self.name = name  # the declared name, for run summaries
-        self._config = {
-            "name": name, "per": list(per), "where": where, "features": features,
-            "features_except": list(features_except), "label": label, "estimator": estimator,
-            "encode": encode, "holdout": holdout, "seed": seed, "metrics": list(metrics),
-            "min_rows": min_rows, "gate": gate, "save_to": save_to,
-        }
-        self._fit_threads = fit_threads or len(os.sched_getaffinity(0))
-        self._fit_hints = dict(resource_hints or {})
-        self._task = self._check_config()
+    config_class = TrainConfig
+    config: TrainConfig
 
-    def _check_config(self) -> str:
-        """Checks what needs no data; returns the task. Raises DiagnosticError (E43x)."""
-        from sklearn.base import is_classifier, is_regressor
-
-        c, name = self._config, self._config["name"]
-        estimator = build_estimator(name, c["estimator"])
-        if is_classifier(estimator):
-            task, allowed = "classification", CLASSIFICATION_METRICS
-        elif is_regressor(estimator):
-            task, allowed = "regression", REGRESSION_METRICS
-        else:
-            raise config_error(
-                name, "E432", f"'{c['estimator']['callable']}' is neither a classifier "
-                "nor a regressor", hint="estimators should inherit sklearn's ClassifierMixin "
-                "or RegressorMixin",
-            )
-        for metric in c["metrics"]:
-            if metric not in allowed:
-                raise config_error(
-                    name, "E432", f"metric '{metric}' does not apply to {task}",
-                    hint=f"{task} metrics: {', '.join(allowed)}",
-                )
-        for encoder in c["encode"] or {}:
-            if encoder not in ENCODERS:
-                raise config_error(name, "E433", f"unknown encoder '{encoder}'",
-                                    hint=f"encoders: {', '.join(ENCODERS)}")
-        if ("{key}" in c["save_to"]) != bool(c["per"]):
-            raise config_error(
-                name, "E433", f"SAVE TO '{c['save_to']}' " + (
-                    "needs {key}, since TRAIN has PER" if c["per"] else
-                    "has {key}, but TRAIN has no PER"
-                ),
-            )
-        if not 0 <= c["holdout"] < 1:
-            raise config_error(name, "E433", f"HOLDOUT {c['holdout']} is not in [0, 1)")
-        gate_names = {*(c["metrics"] or [DEFAULT_METRIC[task]]), "rows", "train_rows",
-                      "holdout_rows"}
-        for column in expr.columns_of(c["gate"]):
-            if column not in gate_names:
-                raise config_error(
-                    name, "E433", f"GATE reads '{column}', which is not a metric of this TRAIN",
-                    hint=f"GATE can read {', '.join(sorted(gate_names))}",
-                )
-        clash = set(c["per"]) & {"rows", "train_rows", "holdout_rows", "model_uri", "promoted",
-                                 "reason", *allowed}
-        if clash:
-            raise config_error(name, "E433", f"PER column '{sorted(clash)[0]}' clashes with "
-                                "an output column of TRAIN")
-        return task
+    def __init__(self, **config: Any):
+        super().__init__(**config)
+        self._task = resolve_task(self.config)
 
     def expand(self, rows: beam.PCollection) -> dict[str, beam.PCollection]:
         fields = schema_fields(rows.element_type)
         if fields is None:
-            raise config_error(
-                self._config["name"], "E430",
-                f"TRAIN needs rows with a schema; its input has type {rows.element_type}",
+            raise self.config.error(
+                "E430", f"TRAIN needs rows with a schema; its input has type {rows.element_type}",
                 hint="read with ReadFromCsv/ReadFromParquet, or produce beam.Row",
             )
-        plan = make_plan(self._config, fields, self._task)
-        if runs_batches(rows.pipeline):
-            staged = rows | "Prepare" >> beam.ParDo(_PrepareFrames(plan))
-            threads = self._fit_threads
-        else:
-            key = _row_key(plan)
-            staged = (
-                rows
-                | "KeyRows" >> beam.Map(lambda row: (key(row), row))
-                | "GroupRows" >> beam.GroupByKey()
-                | "Prepare" >> beam.ParDo(_PrepareGroups(plan))
-            )
-            threads = 1
+        plan = make_plan(self.config, fields, self._task)
+        staged, threads = by_runner(
+            rows,
+            batched=lambda: (rows | "Prepare" >> beam.ParDo(_PrepareFrames(plan)),
+                             self.config.fit_threads or len(os.sched_getaffinity(0))),
+            portable=lambda: (_prepare_groups(rows, plan), 1),
+        )
         # Side inputs, not combines: Beam's DaskRunner mishandles CombineGlobally.
         classes = beam.pvalue.AsList(select(staged, "labels", "Labels"))
         fit = beam.ParDo(_Fit(plan, threads), classes=classes)
-        if self._fit_hints:
-            fit = fit.with_resource_hints(**self._fit_hints)
+        if self.config.resource_hints:
+            fit = fit.with_resource_hints(**self.config.resource_hints)
         keyed = select(staged, "keyed", "Keyed")
         results = keyed | "GroupByKey" >> beam.GroupByKey() | "Fit" >> fit
         done = (
@@ -601,21 +477,39 @@ class TrainModels(SpecTransform):
                 _WriteManifest(plan), results=beam.pvalue.AsList(results), classes=classes
             )
         )
-        key_fields = list(zip(plan.per, plan.per_types, strict=True))
-        main = select(done, "main", "Main")
-        main.element_type = row_type(
-            [
-                *key_fields,
-                ("rows", int),
-                ("train_rows", int),
-                ("holdout_rows", int),
-                *[(m, optional(float)) for m in plan.metrics],
-                ("model_uri", optional(str)),
-                ("promoted", bool),
-            ]
-        )
-        skipped = select(done, "skipped", "Skipped")
-        skipped.element_type = row_type([*key_fields, ("rows", int), ("reason", str)])
-        errors = select(staged, "errors", "Errors")
-        errors.element_type = ERROR_ROW_TYPE
-        return {"main": main, "skipped": skipped, "errors": errors}
+        return _outputs(plan, staged, done)
+
+
+def _prepare_groups(rows: beam.PCollection, plan: Plan) -> beam.PCollection:
+    """Prepare for runners without batched DoFns or finish_bundle outputs: rows grouped
+    by key first, each key's rows one frame."""
+    key = _row_key(plan)
+    return (
+        rows
+        | "KeyRows" >> beam.Map(lambda row: (key(row), row))
+        | "GroupRows" >> beam.GroupByKey()
+        | "Prepare" >> beam.ParDo(_PrepareGroups(plan))
+    )
+
+
+def _outputs(
+    plan: Plan, staged: beam.PCollection, done: beam.PCollection
+) -> dict[str, beam.PCollection]:
+    """``main`` and ``skipped`` (from the manifest step) and ``errors`` (from Prepare),
+    typed."""
+    key_fields = list(zip(plan.config.per, plan.per_types, strict=True))
+    main = select(done, "main", "Main")
+    main.element_type = row_type(
+        [
+            *key_fields,
+            *[(n, int) for n in ROW_COUNTS],
+            *[(m, optional(float)) for m in plan.metrics],
+            ("model_uri", optional(str)),
+            ("promoted", bool),
+        ]
+    )
+    skipped = select(done, "skipped", "Skipped")
+    skipped.element_type = row_type([*key_fields, ("rows", int), ("reason", str)])
+    errors = select(staged, "errors", "Errors")
+    errors.element_type = ERROR_ROW_TYPE
+    return {"main": main, "skipped": skipped, "errors": errors}

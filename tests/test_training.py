@@ -7,6 +7,7 @@ thousand rows, some broken on purpose).
 """
 
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -429,3 +430,89 @@ def test_per_education_trees_on_the_real_adult_data(tmp_path):
         if row["rows"] >= 1000:
             assert row["roc_auc"] > 0.7, row
     assert any(row["roc_auc"] is None for row in result["main"])
+
+
+# ---------------------------------------------------------------- the config, checked once
+
+CONFIG = {
+    "name": "t", "per": ["k"], "where": None, "features": ["a", "b"], "features_except": [],
+    "label": "y", "estimator": {"callable": "sklearn.tree.DecisionTreeClassifier"},
+    "encode": {"onehot": ["b"]}, "holdout": 0.2, "seed": 0, "metrics": ["accuracy"],
+    "min_rows": 1, "gate": None, "save_to": "models/{key}.skops",
+}
+
+
+def _gate(name: str) -> dict:
+    return {"op": ">", "args": [{"col": name}, {"lit": 0.5}]}
+
+
+def test_train_config_reads_its_own_json_and_builds_the_transform():
+    config = TrainConfig.from_json(CONFIG)
+    assert config.per == ("k",) and config.encode == {"onehot": ("b",)}
+    assert config.estimator.callable == "sklearn.tree.DecisionTreeClassifier"
+    assert TrainConfig.from_json(config.to_json()) == config
+    transform = TrainModels.from_config(config)
+    assert transform.config == config and transform.label == transform.name == "t"
+    assert list(inspect.signature(TrainModels).parameters) == [
+        "name", "per", "where", "features", "features_except", "label", "estimator", "encode",
+        "holdout", "seed", "metrics", "min_rows", "gate", "save_to", "resource_hints",
+        "fit_threads",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"fit_thread": 2}, "unknown key 'fit_thread'; did you mean 'fit_threads'?"),
+        ({"holdout": "20%"}, "'holdout' must be a number, not '20%'"),
+        ({"per": "k"}, "'per' must be a list, not 'k'"),
+        ({"estimator": {"class": "x.Y"}}, "unknown key 'estimator.class'"),
+        ({"seed": True}, "'seed' must be an integer, not True"),
+    ],
+)
+def test_train_config_json_mistakes_are_e400(change, message):
+    with pytest.raises(DiagnosticError) as raised:
+        TrainModels(**{**CONFIG, **change})
+    (diagnostic,) = raised.value.diagnostics
+    assert (diagnostic.code, diagnostic.file) == ("E400", "TRAIN t")
+    assert diagnostic.message == message
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"save_to": "models/m.skops"}, "'models/m.skops' needs {key}, since TRAIN has PER"),
+        ({"per": []}, "SAVE TO 'models/{key}.skops' has {key}, but TRAIN has no PER"),
+        ({"save_to": "models/{key}.bin"}, "names no model format"),
+        ({"save_to": "models/{key}/../m.skops"}, "has '..' after {key}"),
+        ({"holdout": 1}, "HOLDOUT 1.0 is not in [0, 1)"),
+        ({"min_rows": 0}, "MIN ROWS 0 is not at least 1"),
+        ({"fit_threads": -1}, "fit_threads -1 is negative"),
+        ({"encode": {"bucket": ["a"]}}, "unknown encoder 'bucket'"),
+        ({"encode": {"onehot": ["b"], "scale": ["b"]}}, "names 'b' twice (onehot and scale)"),
+        ({"encode": {"scale": ["c"]}}, "ENCODE names 'c', which is not a feature"),
+        ({"metrics": ["acuracy"]}, "unknown metric 'acuracy'"),
+        ({"metrics": ["accuracy", "r2"]},
+         "METRICS mixes classification (accuracy) and regression (r2) metrics"),
+        ({"gate": _gate("f1")}, "GATE reads 'f1', which is not a metric of this TRAIN"),
+        ({"features": ["b", "y"]}, "the label 'y' is also a feature"),
+        ({"per": ["rows"]}, "PER column 'rows' clashes with an output column of TRAIN"),
+        ({"per": ["accuracy"]}, "PER column 'accuracy' clashes with an output column of TRAIN"),
+    ],
+)
+def test_train_config_rules_are_e433(change, message):
+    with pytest.raises(DiagnosticError) as raised:
+        TrainConfig.from_json({**CONFIG, **change})
+    (diagnostic,) = raised.value.diagnostics
+    assert (diagnostic.code, diagnostic.file) == ("E433", "TRAIN t")
+    assert message in diagnostic.message
+
+
+def test_gate_reads_row_counts_and_without_metrics_the_task_default():
+    gate = {"op": "AND", "args": [_gate("train_rows"), _gate("holdout_rows")]}
+    assert TrainModels(**{**CONFIG, "gate": gate}).config.gate == gate
+    assert TrainModels(**{**CONFIG, "metrics": [], "gate": _gate("accuracy")})
+    with pytest.raises(DiagnosticError) as raised:
+        TrainModels(**{**CONFIG, "metrics": [], "gate": _gate("r2")})
+    assert raised.value.diagnostics[0].code == "E432"
+    assert "metric 'r2' does not apply to classification" in str(raised.value)

@@ -207,7 +207,7 @@ def run_beam_dsl_api(data: str, out_dir: str) -> list[float]:
         _ = (
             pipeline
             | beam.io.ReadFromCsv(data)
-            | TrainModels(**definition.config)
+            | TrainModels.from_config(definition.config)
         )["main"] | beam.combiners.ToList() | beam.Map(
             lambda rows: open(accuracies, "w").write(json.dumps([r.accuracy for r in rows]))
         )

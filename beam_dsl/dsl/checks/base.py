@@ -241,12 +241,7 @@ class BaseChecks:
         for kwarg in clause.hints:
             value = kwarg.value
             if kwarg.name not in HINTS:
-                self.ctx.error(
-                    "E223",
-                    f"unknown hint '{kwarg.name}'",
-                    kwarg.span,
-                    did_you_mean(kwarg.name, HINTS) or f"hints are {', '.join(HINTS)}",
-                )
+                self._unknown("E223", "hint", kwarg.name, kwarg.span, HINTS)
             elif kwarg.name == "min_ram":
                 ok = isinstance(value, ast.Literal) and (
                     (value.kind == "string" and parse_size(value.value) is not None)
@@ -270,6 +265,16 @@ class BaseChecks:
                 self.ctx.error(
                     "E226", "accelerator must be a string such as 'nvidia-l4'", value.span
                 )
+
+    def _unknown(self, code: str, what: str, name: str, span: Span, known: Iterable[str]) -> None:
+        """``name`` is not one of the ``known`` names of ``what`` (a hint, a metric, ...)."""
+        known = tuple(known)
+        self.ctx.error(
+            code,
+            f"unknown {what} '{name}'",
+            span,
+            did_you_mean(name, known) or f"{what}s are {', '.join(known)}",
+        )
 
     def _model_ref(self, ident: ast.Ident, what: str) -> ast.Model | None:
         """The MODEL an ident names, or a diagnostic."""

@@ -86,12 +86,7 @@ class TrainChecks(BaseChecks):
         for encoder in encode.encoders:
             name = encoder.name.name
             if name not in known:
-                self.ctx.error(
-                    "E218",
-                    f"unknown encoder '{name}'",
-                    encoder.name.span,
-                    did_you_mean(name, known) or f"encoders are {', '.join(known)}",
-                )
+                self._unknown("E218", "encoder", name, encoder.name.span, known)
             elif name in used:
                 self.ctx.error(
                     "E202", f"ENCODE names {name} twice", encoder.name.span,
@@ -116,16 +111,10 @@ class TrainChecks(BaseChecks):
 
     def _metrics(self, clause: ast.MetricsClause) -> tuple[str, ...]:
         """Checks METRICS: known names, one task; returns the names."""
-        registry = vocabulary.family("metrics")
-        known = registry.names()
+        known = vocabulary.family("metrics").names()
         for metric in clause.metrics:
-            if metric.name not in registry:
-                self.ctx.error(
-                    "E208",
-                    f"unknown metric '{metric.name}'",
-                    metric.span,
-                    did_you_mean(metric.name, known) or f"metrics are {', '.join(known)}",
-                )
+            if metric.name not in known:
+                self._unknown("E208", "metric", metric.name, metric.span, known)
         names = tuple(m.name for m in clause.metrics)
         mixed = mixed_metrics(names)
         if mixed:

@@ -33,7 +33,7 @@ def test_lint_json_format_lists_every_diagnostic(capsys):
     code, out = run_cli("lint", "--format", "json", os.path.join(GOLDEN, "errors", "train.bdsl"))
     assert code == 1
     items = json.loads(out)
-    assert len(items) == 20
+    assert len(items) == 29  # as tests/golden/errors/train.txt
     first = items[0]
     assert set(first) == {
         "code",

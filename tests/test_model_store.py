@@ -79,7 +79,8 @@ def test_a_single_model_path_is_itself_the_pointer(tmp_path):
     store = ModelStore(str(tmp_path / "models" / "global.skops"))
     publish(store, "r1", [()])
     assert os.path.islink(tmp_path / "models" / "global.skops")
-    assert load_model(str(tmp_path / "models" / "global.skops"), trusted=TREE).predict([[0]])[0] == 0
+    model = load_model(str(tmp_path / "models" / "global.skops"), trusted=TREE)
+    assert model.predict([[0]])[0] == 0
     assert store.manifest()["models"][0]["file"] == "global.skops"
 
 

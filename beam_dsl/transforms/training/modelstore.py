@@ -42,6 +42,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -57,6 +59,16 @@ _VERSION = re.compile(r"^v(\d{6,})$")
 
 # Staging locks this process holds, by path: the lock lives as long as the run.
 _HELD: dict[str, int] = {}
+_SAVED = [0]  # models this process saved, for the crash points
+_SAVED_LOCK = threading.Lock()
+
+
+def _crash_point(name: str) -> None:
+    """A test hook: ``BEAM_DSL_CRASH_AT=<name>`` kills this process right here with SIGKILL
+    (no clean-up of any kind), so tests can prove a run killed at that instant leaves the
+    published models whole. Points: ``begin``, ``saved:<n>``, ``before_swap``, ``after_swap``."""
+    if os.environ.get("BEAM_DSL_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class ModelStoreError(ValueError):
@@ -201,6 +213,7 @@ class ModelStore:
         fcntl.flock(fd, fcntl.LOCK_EX)
         _HELD[lock_path] = fd
         os.makedirs(self._staging(run), exist_ok=True)
+        _crash_point("begin")
         return self._staging(run)
 
     def staged_file(self, run: str, key: Sequence[Any] | None) -> str:
@@ -212,8 +225,12 @@ class ModelStore:
     def save(self, model: Any, run: str, key: Sequence[Any] | None) -> tuple[str, str]:
         """Writes ``key``'s model into the run's staging folder; returns (file, sha256)."""
         relative = self.staged_file(run, key)
-        path = os.path.join(self._staging(run), relative)
-        return relative, save_model(model, path)
+        digest = save_model(model, os.path.join(self._staging(run), relative))
+        with _SAVED_LOCK:
+            _SAVED[0] += 1
+            saved = _SAVED[0]
+        _crash_point(f"saved:{saved}")
+        return relative, digest
 
     def publish(self, run: str, manifest: dict[str, Any]) -> str:
         """Makes run ``run``'s models the current set, in one atomic step; returns its folder."""
@@ -229,7 +246,9 @@ class ModelStore:
             version = os.path.join(self.versions_dir, f"v{int(last) + 1:06d}")
             os.rename(staging, version)
             _fsync_dir(self.versions_dir)
+            _crash_point("before_swap")
             self._point_at(version)
+            _crash_point("after_swap")
             self._prune()
         self._release(run)
         return version

@@ -1,70 +1,330 @@
-"""Model files on disk: safe per-key paths, atomic writes, manifests, safe loading.
+"""Model files on disk: versioned sets published in one atomic step, safe names, loading.
 
-Layout for ``SAVE TO 'models/income/{key}.skops'``::
+Layout for ``SAVE TO 'models/income/{key}.skops'`` (PER: the folder before
+``{key}`` holds the set)::
 
-    models/income/Bachelors.skops
-    models/income/Some-college.skops
-    models/income/_all.skops.manifest.json    # manifest_path(template)
+    models/income -> .income.versions/v000003       # the pointer: a symlink
+    models/.income.versions/
+        v000002/                                    # kept for roll-back
+        v000003/
+            bachelors-3f2ac9e1b7d0.skops            # key_name(("Bachelors",))
+            manifest.json
+        .staging-<run>/                             # a run in progress
+        .staging-<run>.lock                         # held by that run
 
-The manifest records, per key, the model file (relative to the manifest),
-its sha256, rows and metrics, and whether it was promoted (passed GATE).
-Inference reads it at run time to learn the key set; models that failed the
-gate are listed but never written where inference looks.
+and for ``SAVE TO 'models/income_global.skops'`` (no PER: the file is the
+pointer)::
+
+    models/income_global.skops -> .income_global.skops.versions/v000001/income_global.skops
+
+A TRAIN run writes every model into its own staging folder, then
+:meth:`ModelStore.publish` writes the manifest there, renames the folder to
+the next version and swaps the pointer with one ``rename``: readers (MODEL,
+PER, FALLBACK, REFRESH) resolve the pointer once and read one whole set, the
+previous one or the new one, never a mix. A run killed at any instant leaves
+the previous set serving; its staging folder is removed by the next run (its
+lock is free once the process is gone). The last :data:`KEEP_VERSIONS`
+versions stay; roll back by pointing the symlink at an older one
+(docs/TRAINING.md).
+
+A key becomes a file name through :func:`key_name`: bounded length, safe
+characters, and a hash of the exact key, so any key (unicode, ``/``,
+``..``, NUL, 1,000 bytes) is one file in the set and two keys never share
+one, even on case-insensitive file systems. The manifest keeps the real key.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
-import tempfile
-from collections.abc import Sequence
+import shutil
+import signal
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+MANIFEST = "manifest.json"
+KEEP_VERSIONS = 3
 SKOPS_SUFFIXES = (".skops",)
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+MODEL_SUFFIXES = SKOPS_SUFFIXES + PICKLE_SUFFIXES
+_SLUG_BYTES = 40
+_VERSION = re.compile(r"^v(\d{6,})$")
+
+# Staging locks this process holds, by path: the lock lives as long as the run.
+_HELD: dict[str, int] = {}
+_SAVED = [0]  # models this process saved, for the crash points
+_SAVED_LOCK = threading.Lock()
+
+
+def _crash_point(name: str) -> None:
+    """A test hook: ``BEAM_DSL_CRASH_AT=<name>`` kills this process right here with SIGKILL
+    (no clean-up of any kind), so tests can prove a run killed at that instant leaves the
+    published models whole. Points: ``begin``, ``saved:<n>``, ``before_swap``, ``after_swap``."""
+    if os.environ.get("BEAM_DSL_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class ModelStoreError(ValueError):
-    """A model file or manifest that cannot be used, with the reason."""
+    """A model file, manifest or store folder that cannot be used, with the reason."""
 
 
-def safe_key(values: Sequence[Any]) -> str:
-    """A file-name-safe, injective name for a key tuple.
+def key_id(key: Sequence[Any]) -> str:
+    """The canonical text of a key tuple (its JSON), as manifests and lookups use it."""
+    return json.dumps(list(key), ensure_ascii=False, separators=(",", ":"))
 
-    Letters, digits, ``_`` and ``-`` stay; every other byte (``/``, ``.``,
-    spaces, ``+``) is %-encoded, so ``../x`` can never leave the directory.
-    Several key columns are joined with ``+``.
+
+def key_name(key: Sequence[Any]) -> str:
+    """A file name for ``key``: a readable slug of at most 40 bytes, then 12 hex of its hash.
+
+    ``("Bachelors",)`` -> ``bachelors-<hash>``. The slug keeps ASCII letters,
+    digits, ``_`` and ``-`` (lower-cased); everything else becomes ``_``. The
+    hash is of the exact key, so different keys never share a name.
     """
-
-    def one(value: Any) -> str:
-        text = "" if value is None else str(value)
-        encoded = "".join(
-            chr(b) if re.match(rb"[A-Za-z0-9_-]", bytes([b])) else f"%{b:02X}"
-            for b in text.encode("utf-8")
-        )
-        return encoded or "%00"
-
-    return "+".join(one(v) for v in values)
+    text = "+".join("" if v is None else str(v) for v in key)
+    slug = re.sub(r"[^a-z0-9_-]+", "_", text.lower()).strip("_")[:_SLUG_BYTES] or "key"
+    digest = hashlib.sha256(key_id(key).encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{slug}-{digest}"
 
 
-def resolve(template: str, key: Sequence[Any] | None) -> str:
-    """The model path for ``key``; refuses a result outside the template's directory."""
-    if "{key}" not in template:
-        return template
-    if key is None:
-        raise ModelStoreError(f"path '{template}' needs a key")
-    path = template.replace("{key}", safe_key(key))
-    base = os.path.abspath(os.path.dirname(template.split("{key}")[0]) or ".")
-    if os.path.commonpath([base, os.path.abspath(path)]) != base:  # pragma: no cover
-        raise ModelStoreError(f"key {key!r} resolves outside '{base}'")
-    return path
+def template_error(template: str, per: bool) -> str | None:
+    """Why ``template`` cannot be a SAVE TO path (None when it can)."""
+    if not template.endswith(MODEL_SUFFIXES):
+        return "has no known model suffix (.skops, or .pkl/.joblib with allow_pickle)"
+    if ("{key}" in template) != per:
+        return "needs {key}, since TRAIN has PER" if per else "has {key}, but TRAIN has no PER"
+    parts = template.replace("\\", "/").split("/")
+    if ".." in parts or os.path.isabs(template):
+        return "must be a relative path without '..'"
+    if per:
+        first = next(i for i, p in enumerate(parts) if "{key}" in p)
+        if first == 0 or not parts[first].startswith("{key}"):
+            return (
+                "must put {key} at the start of a name inside a folder of its own, "
+                "as in 'models/income/{key}.skops'"
+            )
+    return None
 
 
-def manifest_path(template: str) -> str:
-    return template.replace("{key}", "_all") + ".manifest.json"
+class ModelStore:
+    """The published models of one SAVE TO template."""
+
+    def __init__(self, template: str):
+        self.template = template
+        self.per = "{key}" in template
+        if self.per:
+            self.pointer = os.path.dirname(template.split("{key}", 1)[0]) or "."
+            self._rest = template[len(self.pointer):].lstrip("/")
+        else:
+            self.pointer, self._rest = template, os.path.basename(template)
+        parent, base = os.path.split(os.path.normpath(self.pointer))
+        self.versions_dir = os.path.join(parent, f".{base}.versions")
+
+    # ------------------------------------------------------------ reading
+
+    def current(self) -> str | None:
+        """The folder of the version the pointer names now, or None before any publish."""
+        try:
+            target = os.readlink(self.pointer)
+        except (FileNotFoundError, OSError):
+            return None
+        path = os.path.normpath(os.path.join(os.path.dirname(self.pointer), target))
+        return path if self.per else os.path.dirname(path)
+
+    def manifest(self, version: str | None = None) -> dict[str, Any] | None:
+        """The manifest of ``version`` (default: the current one); None where there is none.
+
+        Its shape: ``{"version": 2, "models": [{"key": [values], "file": path
+        relative to the version folder, "sha256": ..., "rows": n, "metrics":
+        {...}, "promoted": bool}, ...], ...}``.
+        """
+        version = version or self.current()
+        if version is None:
+            return None
+        path = os.path.join(version, MANIFEST)
+        try:
+            with open(path, encoding="utf-8") as f:
+                manifest = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise ModelStoreError(f"manifest '{path}' cannot be read: {e}") from e
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), list):
+            raise ModelStoreError(f"manifest '{path}' is not a beam_dsl manifest")
+        return manifest
+
+    def promoted(self) -> dict[str, str] | None:
+        """The promoted models of the current version, path by :func:`key_id` of the key;
+        None where nothing was published."""
+        version = self.current()
+        manifest = self.manifest(version)
+        if manifest is None:
+            return None
+        return {
+            key_id(entry["key"]): os.path.join(version, entry["file"])
+            for entry in manifest["models"]
+            if entry.get("promoted")
+        }
+
+    def versions(self) -> list[str]:
+        """Every published version folder, oldest first."""
+        try:
+            names = os.listdir(self.versions_dir)
+        except FileNotFoundError:
+            return []
+        found = sorted((int(m.group(1)), n) for n in names if (m := _VERSION.match(n)))
+        return [os.path.join(self.versions_dir, n) for _, n in found]
+
+    # ------------------------------------------------------------ writing
+
+    def check_writable(self) -> None:
+        """Refuses, before any training, a store that cannot be published to."""
+        if os.path.lexists(self.pointer) and not os.path.islink(self.pointer):
+            raise ModelStoreError(
+                f"'{self.pointer}' exists and is not a beam_dsl model store (a symlink to a "
+                "published version); move it away or save elsewhere"
+            )
+        try:
+            os.makedirs(self.versions_dir, exist_ok=True)
+            probe = os.path.join(self.versions_dir, f".probe-{uuid.uuid4().hex}")
+            with open(probe, "w"):
+                pass
+            os.unlink(probe)
+        except OSError as e:
+            raise ModelStoreError(f"cannot write models under '{self.versions_dir}': {e}") from e
+
+    def begin(self, run: str) -> str:
+        """Starts run ``run``: removes what dead runs left, locks and returns its staging folder.
+
+        Call in the process that lives as long as the run (the one that builds
+        the pipeline): the lock is released when that process ends, however
+        it ends, which is how a later run knows the staging folder is dead.
+        """
+        self.check_writable()
+        self.clean_dead_runs()
+        lock_path = self._staging(run) + ".lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _HELD[lock_path] = fd
+        os.makedirs(self._staging(run), exist_ok=True)
+        _crash_point("begin")
+        return self._staging(run)
+
+    def staged_file(self, run: str, key: Sequence[Any] | None) -> str:
+        """Where run ``run`` writes the model of ``key`` (relative to the version folder)."""
+        if not self.per:
+            return self._rest
+        return self._rest.replace("{key}", key_name(key))
+
+    def save(self, model: Any, run: str, key: Sequence[Any] | None) -> tuple[str, str]:
+        """Writes ``key``'s model into the run's staging folder; returns (file, sha256)."""
+        relative = self.staged_file(run, key)
+        digest = save_model(model, os.path.join(self._staging(run), relative))
+        with _SAVED_LOCK:
+            _SAVED[0] += 1
+            saved = _SAVED[0]
+        _crash_point(f"saved:{saved}")
+        return relative, digest
+
+    def publish(self, run: str, manifest: dict[str, Any]) -> str:
+        """Makes run ``run``'s models the current set, in one atomic step; returns its folder."""
+        staging = self._staging(run)
+        if not os.path.isdir(staging):
+            raise ModelStoreError(f"run {run} has no staging folder under '{self.versions_dir}'")
+        text = json.dumps({"version": MANIFEST_VERSION, **manifest}, indent=2, sort_keys=True)
+        _atomic_write(os.path.join(staging, MANIFEST), lambda f: f.write(text.encode() + b"\n"))
+        _fsync_dir(staging)
+        with self._publish_lock():
+            versions = self.versions()
+            last = _VERSION.match(os.path.basename(versions[-1])).group(1) if versions else 0
+            version = os.path.join(self.versions_dir, f"v{int(last) + 1:06d}")
+            os.rename(staging, version)
+            _fsync_dir(self.versions_dir)
+            _crash_point("before_swap")
+            self._point_at(version)
+            _crash_point("after_swap")
+            self._prune()
+        self._release(run)
+        return version
+
+    def clean_dead_runs(self) -> None:
+        """Removes the staging folders of runs whose process is gone (their lock is free)."""
+        try:
+            names = os.listdir(self.versions_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if not (name.startswith(".staging-") and name.endswith(".lock")):
+                continue
+            lock_path = os.path.join(self.versions_dir, name)
+            if lock_path in _HELD:
+                continue
+            fd = os.open(lock_path, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # a live run
+            shutil.rmtree(lock_path[: -len(".lock")], ignore_errors=True)
+            os.unlink(lock_path)
+            os.close(fd)
+
+    # ------------------------------------------------------------ internals
+
+    def _staging(self, run: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", run):
+            raise ModelStoreError(f"bad run id {run!r}")
+        return os.path.join(self.versions_dir, f".staging-{run}")
+
+    def _release(self, run: str) -> None:
+        lock_path = self._staging(run) + ".lock"
+        fd = _HELD.pop(lock_path, None)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        if fd is not None:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _publish_lock(self) -> Iterator[None]:
+        fd = os.open(os.path.join(self.versions_dir, ".publish.lock"), os.O_RDWR | os.O_CREAT,
+                     0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _point_at(self, version: str) -> None:
+        """Swaps the pointer symlink to ``version`` with one rename (atomic on POSIX)."""
+        target = os.path.join(version, self._rest) if not self.per else version
+        relative = os.path.relpath(target, os.path.dirname(self.pointer) or ".")
+        tmp = f"{self.pointer}.tmp-{uuid.uuid4().hex}"
+        os.symlink(relative, tmp)
+        os.replace(tmp, self.pointer)
+        _fsync_dir(os.path.dirname(self.pointer) or ".")
+
+    def _prune(self) -> None:
+        current = self.current()
+        for old in self.versions()[:-KEEP_VERSIONS]:
+            if os.path.realpath(old) != os.path.realpath(current or ""):
+                shutil.rmtree(old, ignore_errors=True)
+
+    def roll_back(self, version: str) -> None:
+        """Points at a kept version (its folder name, ``v000002``) again."""
+        path = os.path.join(self.versions_dir, os.path.basename(version))
+        if path not in self.versions():
+            raise ModelStoreError(f"'{version}' is not a kept version of '{self.pointer}'")
+        with self._publish_lock():
+            self._point_at(path)
+
+
+# ---------------------------------------------------------------- files
 
 
 def file_sha256(path: str) -> str:
@@ -75,17 +335,28 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: str, write) -> None:
-    """Writes through ``write(tmp_path)`` then renames, so readers never see half a file."""
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: str, write: Callable[[Any], Any]) -> None:
+    """Writes through ``write(file)`` to a temporary name, fsyncs, then renames, so readers
+    never see half a file. The file gets the user's normal mode (umask)."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(fd)
+    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
     try:
-        write(tmp)
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
@@ -95,11 +366,11 @@ def save_model(model: Any, path: str) -> str:
     if path.endswith(SKOPS_SUFFIXES):
         import skops.io
 
-        _atomic_write(path, lambda tmp: skops.io.dump(model, tmp))
+        _atomic_write(path, lambda f: f.write(skops.io.dumps(model)))
     elif path.endswith(PICKLE_SUFFIXES):
         import joblib
 
-        _atomic_write(path, lambda tmp: joblib.dump(model, tmp))
+        _atomic_write(path, lambda f: joblib.dump(model, f))
     else:
         raise ModelStoreError(f"'{path}': unknown model format; use .skops (safe) or .pkl/.joblib")
     return file_sha256(path)
@@ -133,61 +404,3 @@ def load_model(path: str, allow_pickle: bool = False, trusted: Sequence[str] = (
 
         return joblib.load(path)
     raise ModelStoreError(f"'{path}': unknown model format")
-
-
-def write_manifest(template: str, manifest: dict[str, Any]) -> str:
-    path = manifest_path(template)
-    text = json.dumps({"version": MANIFEST_VERSION, **manifest}, indent=2, sort_keys=True)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            f.write(text + "\n")
-
-    _atomic_write(path, write)
-    return path
-
-
-def read_manifest(template: str) -> dict[str, Any] | None:
-    """The manifest beside ``template``'s models, or None where TRAIN wrote none.
-
-    Its shape: ``{"version": 1, "models": [{"key": [values], "file": name
-    relative to the manifest, "sha256": ..., "rows": n, "metrics": {...},
-    "promoted": bool}, ...]}``.
-    """
-    path = manifest_path(template)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def promoted_models(template: str) -> dict[str, str] | None:
-    """The promoted models the manifest lists, path by :func:`safe_key` of the key; None
-    where there is no manifest."""
-    manifest = read_manifest(template)
-    if manifest is None:
-        return None
-    directory = os.path.dirname(manifest_path(template))
-    return {
-        safe_key(entry["key"]): os.path.join(directory, entry["file"])
-        for entry in manifest.get("models", [])
-        if entry["promoted"]
-    }
-
-
-def recorded_trusted_types(template: str, path: str) -> list[str]:
-    """The skops types TRAIN recorded as trusted for exactly this file.
-
-    TRAIN lists, per model, the types skops does not trust by default (such
-    as ``sklearn.tree._tree.Tree``) that it wrote itself. They are trusted only
-    while the file is the one the manifest names, byte for byte (same sha256).
-    """
-    manifest = read_manifest(template)
-    if manifest is None:
-        return []
-    directory = os.path.dirname(manifest_path(template))
-    for entry in manifest.get("models", []):
-        listed = entry.get("file") and os.path.normpath(os.path.join(directory, entry["file"]))
-        if listed == os.path.normpath(path) and entry.get("sha256") == file_sha256(path):
-            return list(entry.get("trusted_types", []))
-    return []

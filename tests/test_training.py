@@ -131,7 +131,7 @@ def test_models_are_saved_and_reload_and_predict(trained, census):
     _, frame = census
     main = {r["education"]: r for r in trained["main"]}
     assert sorted(main) == sorted(TOP)
-    manifest = modelstore.read_manifest(trained["config"].save_to)
+    manifest = modelstore.ModelStore(trained["config"].save_to).manifest()
     entries = {tuple(e["key"]): e for e in manifest["models"]}
     assert manifest["classes"] == ["<=50K", ">50K"]
     assert manifest["features"] == FEATURES and manifest["per"] == ["education"]
@@ -148,7 +148,8 @@ def test_models_are_saved_and_reload_and_predict(trained, census):
         # a real model: better than always answering the majority class on its own rows
         majority = rows.income.value_counts(normalize=True).max()
         assert (predicted == rows.income).mean() > majority
-    assert modelstore.promoted_models(trained["config"].save_to).keys() == set(TOP)
+    promoted = modelstore.ModelStore(trained["config"].save_to).promoted()
+    assert promoted.keys() == {modelstore.key_id([k]) for k in TOP}
 
 
 def test_metrics_match_sklearn_on_the_holdout(trained, census):
@@ -209,7 +210,7 @@ def test_keys_under_min_rows_are_skipped_and_not_written(trained):
     assert skipped["reason"] == f"{skipped['rows']} rows, fewer than MIN ROWS 30"
     models = os.path.dirname(trained["config"].save_to)
     assert not os.path.exists(os.path.join(models, "Preschool.skops"))
-    manifest = modelstore.read_manifest(trained["config"].save_to)
+    manifest = modelstore.ModelStore(trained["config"].save_to).manifest()
     assert [e["key"] for e in manifest["skipped"]] == [["Preschool"]]
 
 
@@ -255,9 +256,9 @@ def test_gate_failure_reports_the_model_but_writes_no_file(census, tmp_path):
         assert row["promoted"] is False and row["model_uri"] is None
     assert result["counters"]["rejected"] == len(TOP)
     assert not [f for f in os.listdir(tmp_path / "models" / "income") if f.endswith(".skops")]
-    manifest = modelstore.read_manifest(result["config"].save_to)
+    manifest = modelstore.ModelStore(result["config"].save_to).manifest()
     assert all(e["file"] is None and e["promoted"] is False for e in manifest["models"])
-    assert modelstore.promoted_models(result["config"].save_to) == {}
+    assert modelstore.ModelStore(result["config"].save_to).promoted() == {}
 
 
 def test_keys_never_leave_the_model_directory(tmp_path):
@@ -275,12 +276,12 @@ def test_keys_never_leave_the_model_directory(tmp_path):
     assert sorted(r["group"] for r in result["main"]) == sorted(keys)
     for row in result["main"]:
         file = os.path.realpath(row["model_uri"])
-        assert os.path.dirname(file) == str(models.resolve())
-        assert os.path.basename(file) == modelstore.safe_key([row["group"]]) + ".pkl"
+        assert os.path.dirname(file) == os.path.realpath(models)  # the published version
+        assert os.path.basename(file) == modelstore.key_name([row["group"]]) + ".pkl"
         model = modelstore.load_model(row["model_uri"], allow_pickle=True)
         assert list(model.predict(pd.DataFrame({"x": [-2.0, 2.0]}))) == ["neg", "pos"]
     assert sorted(os.listdir(models)) == sorted(
-        [modelstore.safe_key([k]) + ".pkl" for k in keys] + ["_all.pkl.manifest.json"]
+        [modelstore.key_name([k]) + ".pkl" for k in keys] + ["manifest.json"]
     )
 
 
@@ -295,14 +296,14 @@ def test_features_star_except_and_a_global_regressor(census, tmp_path):
       SAVE TO '{models}/hours.skops';"""
     result = train(tmp_path, spec, path)
     (row,) = result["main"]
-    manifest = modelstore.read_manifest(result["config"].save_to)
+    manifest = modelstore.ModelStore(result["config"].save_to).manifest()
     expected = [c for c in frame.columns
                 if c not in ("fnlwgt", "income", "native_country", "hours_per_week")]
     assert manifest["features"] == expected
     assert manifest["task"] == "regression" and manifest["classes"] is None
     assert manifest["feature_types"]["education"] == "text"
     assert manifest["feature_types"]["capital_gain"] == "number"
-    assert row["model_uri"] == result["config"].save_to
+    assert os.path.realpath(row["model_uri"]) == os.path.realpath(result["config"].save_to)
     rows = frame.copy()
     rows["age"] = pd.to_numeric(rows.age, errors="coerce")
     rows = rows.dropna(subset=[*expected, "hours_per_week"])  # only the bad ages are unusable
@@ -337,7 +338,7 @@ def test_multiclass_metrics_are_weighted_and_failed_fits_are_skipped(census, tmp
     assert skipped["sex"] == "Female" and skipped["reason"].startswith("fit failed: ValueError")
     (row,) = result["main"]
     assert row["sex"] == "Male"
-    manifest = modelstore.read_manifest(result["config"].save_to)
+    manifest = modelstore.ModelStore(result["config"].save_to).manifest()
     (entry,) = manifest["models"]
     rows = as_read(frame[frame.sex == "Male"], ["age", "education", "occupation"], "race")
     _, held = split_holdout(rows[["age", "education", "occupation", "race"]], 0.3, 2)
@@ -398,7 +399,7 @@ def test_census_example_runs_through_the_cli_runner(tmp_path):
     levels = {r["education"] for r in written["metrics"]} | {
         r["education"] for r in written["skipped"]}
     assert levels == set(frame.education)
-    manifest = modelstore.read_manifest(str(example / "models" / "income" / "{key}.skops"))
+    manifest = modelstore.ModelStore(str(example / "models" / "income" / "{key}.skops")).manifest()
     assert len(manifest["models"]) == len(written["metrics"])
     for row in written["metrics"]:
         assert row["promoted"] == (row["accuracy"] >= 0.7)

@@ -29,6 +29,7 @@ from beam_dsl.ir.ensemble import Arm, CascadeArm, Case, EnsembleConfig, Output, 
 from beam_dsl.ir.features import FeaturesConfig, Item, Window
 from beam_dsl.ir.model import Batch, ModelConfig
 from beam_dsl.ir.train import TrainConfig
+from beam_dsl.transforms.training.modelstore import vouched_types
 
 TRANSFORM_CLASSES = {
     "Train": "beam_dsl.transforms.training.TrainModels",
@@ -240,7 +241,18 @@ def lower_Model(stmt: ast.Model, statements: Mapping[str, ast.Statement]) -> Mod
         refresh_s=_seconds(refresh.every) if refresh else None,
         trust=tuple(t.value for t in trust.types) if trust else (),
         classes=tuple(lower_value(c) for c in classes.labels) if classes else None,
+        vouched=_vouched(framework.path.value if framework else None, statements),
     )
+
+
+def _vouched(path: str | None, statements: Mapping[str, ast.Statement]) -> tuple[str, ...]:
+    """The skops types a MODEL trusts because a TRAIN of the same pipeline writes its path
+    with an estimator the spec names (see modelstore.vouched_types)."""
+    found: set[str] = set()
+    for stmt in statements.values():
+        if isinstance(stmt, ast.Train) and stmt.get(ast.SaveClause).path.value == path:
+            found.update(vouched_types(stmt.get(ast.UsingClause).call.func))
+    return tuple(sorted(found))
 
 
 def _ensemble_output(stmt: ast.Ensemble) -> Output | None:

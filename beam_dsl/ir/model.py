@@ -38,6 +38,7 @@ class ModelConfig(Config):
     refresh_s: float | None = None
     trust: tuple[str, ...] = optional(())
     classes: tuple[Any, ...] | None = optional(None)
+    vouched: tuple[str, ...] = optional(())
     allow_pickle: bool = runtime(False)
 
     @property

@@ -428,15 +428,15 @@ class SingleModel(Predictor):
 class SklearnModel(SingleModel):
     """A scikit-learn estimator or pipeline (``.skops``; ``.pkl``/``.joblib`` with allow_pickle).
 
-    skops files load with skops' trusted types plus those TRAIN recorded for
-    this very file in its manifest (``config["template"]``: the PER path it
-    came from). Without INPUT it reads the columns it was fitted on
+    skops files load with skops' trusted types, the MODEL's TRUST and the
+    types beam_dsl vouches for (its TRAIN in the same pipeline writes the
+    path). Without INPUT it reads the columns it was fitted on
     (``feature_names_in_``).
     """
 
     def __init__(self, config: dict[str, Any], path: str, allow_pickle: bool = False):
         super().__init__(config, path)
-        trusted = modelstore.recorded_trusted_types(config.get("template", path), path)
+        trusted = [*config.get("trust", ()), *config.get("vouched", ())]
         try:
             self.model = modelstore.load_model(path, allow_pickle=allow_pickle, trusted=trusted)
         except modelstore.ModelStoreError as exc:
@@ -516,12 +516,10 @@ def key_label(key: Sequence[Any]) -> str:
 
 
 def key_paths(template: str) -> dict[str, str]:
-    """The models a PER path has now, by :func:`modelstore.safe_key` of their key.
-
-    The manifest TRAIN wrote lists the promoted models; without one, every
-    file matching the path (``{key}`` as a wildcard) is a model.
-    """
-    promoted = modelstore.promoted_models(template)
+    """The models a PER path has now: by :func:`modelstore.key_id` of their key for a set
+    TRAIN published (its manifest lists the promoted ones); without one, every file
+    matching the path (``{key}`` as a wildcard) is a model, by :func:`key_label`."""
+    promoted = modelstore.ModelStore(template).promoted()
     if promoted is not None:
         return promoted
     prefix, suffix = template.split("{key}", 1)
@@ -603,7 +601,9 @@ class KeyedPredictor(Predictor):
         return stack_frames(frame.index, parts)
 
     def _predict_key(self, key: tuple, rows: pd.DataFrame, scores: bool) -> pd.DataFrame:
-        model = self.model_for(modelstore.safe_key(key))
+        model = self.model_for(modelstore.key_id(key))
+        if model is None:  # files named by their key, with no manifest
+            model = self.model_for(key_label(key))
         if isinstance(model, Predictor):
             result = model.predict(rows, scores)
             result["model_key"] = key_label(key)

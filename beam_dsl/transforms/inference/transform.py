@@ -229,6 +229,9 @@ class RunModel(SpecTransform):
         shared: bool = False,
         refresh_s: float | None = None,
         allow_pickle: bool = False,
+        trust: list[str] | None = None,
+        classes: list[Any] | None = None,
+        vouched: list[str] | None = None,
     ):
         beam.PTransform.__init__(self, label=name)  # until built from ModelConfig
         self._config = {
@@ -246,6 +249,9 @@ class RunModel(SpecTransform):
             "device": device,
             "shared": shared,
             "refresh_s": refresh_s,
+            "trust": list(trust or []),
+            "classes": classes,
+            "vouched": list(vouched or []),
         }
         self._allow_pickle = allow_pickle
 

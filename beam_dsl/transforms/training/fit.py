@@ -11,6 +11,7 @@ are their families' (:mod:`~beam_dsl.transforms.training.metrics`,
 
 import hashlib
 import importlib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +102,7 @@ class Plan:
     encoders: Mapping[str, str]  # column -> its encoder (the encoders family)
     label_type: type  # str, int, float or bool
     metrics: tuple[str, ...]  # METRICS, or the task's default
+    run: str  # this run's id in the model store (its staging folder)
 
     def make_estimator(self) -> Any:
         return build_estimator(self.config)
@@ -150,6 +152,9 @@ def _parse(values: pd.Series, to: type) -> tuple[pd.Series, pd.Series, pd.Series
     else:
         numbers = pd.to_numeric(values.astype(object), errors="coerce").astype("float64")
         bad = ~missing & numbers.isna()
+    infinite = ~missing & np.isinf(numbers)  # inf and -inf: no estimator can use them
+    if infinite.any():
+        bad = infinite if bad is None else bad | infinite
     if to is float:
         return numbers, missing, bad
     fractional = ~missing & (numbers != np.floor(numbers))
@@ -178,7 +183,10 @@ def prepare_frame(plan: Plan, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Ser
             reasons = reasons.mask(free & missing, f"missing {what} '{column}'")
         if bad is not None and bad.any():
             shown = frame[column].astype(str).map(repr)
-            reasons = reasons.mask(free & bad, f"unparsable {what} '{column}': " + shown)
+            why = np.where(np.isinf(pd.to_numeric(parsed, errors="coerce")),
+                           f"not a finite number: {what} '{column}': ",
+                           f"unparsable {what} '{column}': ")
+            reasons = reasons.mask(free & bad, why + shown)
 
     for column, to in zip(plan.config.per, plan.per_types, strict=True):
         check(column, "PER column", to)
@@ -214,8 +222,8 @@ def fit_key(
 ) -> dict[str, Any]:
     """Trains, scores, gates and (if promoted) saves one key's model; returns its result:
     ``key``, ``rows`` and either ``skipped`` (the reason) or ``train_rows``,
-    ``holdout_rows``, ``metrics``, ``promoted``, ``model_uri``, ``sha256`` and
-    ``trusted_types``."""
+    ``holdout_rows``, ``metrics``, ``promoted``, ``file`` (in the run's staging folder),
+    ``sha256`` and ``trusted_types``; a model that could not be saved is ``skipped``."""
     c = plan.config
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     result: dict[str, Any] = {"key": key, "rows": len(frame)}
@@ -230,10 +238,9 @@ def fit_key(
     except Exception as e:  # a key's data the estimator cannot fit: report, do not crash
         return {**result, "skipped": f"fit failed: {type(e).__name__}: {e}"}
     result.update(train_rows=len(train), holdout_rows=len(held), metrics=scores)
-    result.update(promoted=_passes_gate(c, result), model_uri=None, sha256=None,
-                  trusted_types=[])
+    result.update(promoted=_passes_gate(c, result), file=None, sha256=None, trusted_types=[])
     if result["promoted"]:
-        result.update(_save(c, model, key))
+        result.update(_save(plan, model, key))
     return result
 
 
@@ -245,12 +252,18 @@ def _passes_gate(config: TrainConfig, result: Mapping[str, Any]) -> bool:
     return bool(expr.evaluate_scalar(config.gate, values))
 
 
-def _save(config: TrainConfig, model: Any, key: tuple) -> dict[str, Any]:
-    """Writes a promoted model; its ``model_uri``, ``sha256`` and ``trusted_types``."""
-    path = modelstore.resolve(config.save_to, key if config.per else None)
-    saved: dict[str, Any] = {"model_uri": path, "sha256": modelstore.save_model(model, path)}
-    if path.endswith(modelstore.SKOPS_SUFFIXES):
+def _save(plan: Plan, model: Any, key: tuple) -> dict[str, Any]:
+    """Writes a promoted model into the run's staging folder: its ``file`` (relative to the
+    version being built), ``sha256`` and ``trusted_types``, or ``skipped`` with the reason."""
+    store = modelstore.ModelStore(plan.config.save_to)
+    try:
+        file, digest = store.save(model, plan.run, key if plan.config.per else None)
+    except (OSError, modelstore.ModelStoreError) as e:
+        return {"skipped": f"could not save the model: {type(e).__name__}: {e}"}
+    saved: dict[str, Any] = {"file": file, "sha256": digest}
+    if file.endswith(modelstore.SKOPS_SUFFIXES):
         import skops.io
 
+        path = os.path.join(store.staging(plan.run), file)
         saved["trusted_types"] = sorted(skops.io.get_untrusted_types(file=path))
     return saved

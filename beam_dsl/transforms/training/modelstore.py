@@ -71,6 +71,24 @@ def _crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+# The types skops does not trust by default that a model beam_dsl's TRAIN writes holds, by
+# the USING estimator's dotted-name prefix. A MODEL serving the models of a TRAIN in the
+# same pipeline trusts these (the spec, which is code, names the estimator); nothing stored
+# beside the files can add to them.
+_VOUCHED = {
+    "sklearn.tree.": ("sklearn.tree._tree.Tree",),
+    "sklearn.ensemble.": (
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    ),
+}
+
+
+def vouched_types(estimator: str) -> tuple[str, ...]:
+    """The skops types beam_dsl vouches for in models TRAIN fits with ``estimator``."""
+    return next((t for prefix, t in _VOUCHED.items() if estimator.startswith(prefix)), ())
+
+
 class ModelStoreError(ValueError):
     """A model file, manifest or store folder that cannot be used, with the reason."""
 
@@ -208,13 +226,13 @@ class ModelStore:
         """
         self.check_writable()
         self.clean_dead_runs()
-        lock_path = self._staging(run) + ".lock"
+        lock_path = self.staging(run) + ".lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
         fcntl.flock(fd, fcntl.LOCK_EX)
         _HELD[lock_path] = fd
-        os.makedirs(self._staging(run), exist_ok=True)
+        os.makedirs(self.staging(run), exist_ok=True)
         _crash_point("begin")
-        return self._staging(run)
+        return self.staging(run)
 
     def staged_file(self, run: str, key: Sequence[Any] | None) -> str:
         """Where run ``run`` writes the model of ``key`` (relative to the version folder)."""
@@ -225,7 +243,7 @@ class ModelStore:
     def save(self, model: Any, run: str, key: Sequence[Any] | None) -> tuple[str, str]:
         """Writes ``key``'s model into the run's staging folder; returns (file, sha256)."""
         relative = self.staged_file(run, key)
-        digest = save_model(model, os.path.join(self._staging(run), relative))
+        digest = save_model(model, os.path.join(self.staging(run), relative))
         with _SAVED_LOCK:
             _SAVED[0] += 1
             saved = _SAVED[0]
@@ -234,7 +252,7 @@ class ModelStore:
 
     def publish(self, run: str, manifest: dict[str, Any]) -> str:
         """Makes run ``run``'s models the current set, in one atomic step; returns its folder."""
-        staging = self._staging(run)
+        staging = self.staging(run)
         if not os.path.isdir(staging):
             raise ModelStoreError(f"run {run} has no staging folder under '{self.versions_dir}'")
         text = json.dumps({"version": MANIFEST_VERSION, **manifest}, indent=2, sort_keys=True)
@@ -277,13 +295,14 @@ class ModelStore:
 
     # ------------------------------------------------------------ internals
 
-    def _staging(self, run: str) -> str:
+    def staging(self, run: str) -> str:
+        """The staging folder of run ``run``."""
         if not re.fullmatch(r"[A-Za-z0-9_-]+", run):
             raise ModelStoreError(f"bad run id {run!r}")
         return os.path.join(self.versions_dir, f".staging-{run}")
 
     def _release(self, run: str) -> None:
-        lock_path = self._staging(run) + ".lock"
+        lock_path = self.staging(run) + ".lock"
         fd = _HELD.pop(lock_path, None)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(lock_path)

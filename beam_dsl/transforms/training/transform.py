@@ -61,6 +61,8 @@ Semantics (see docs of :class:`TrainModels` for the outputs):
 
 import math
 import os
+import time
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -111,8 +113,9 @@ def _python_type(hint: Any) -> type | None:
     return None
 
 
-def make_plan(config: TrainConfig, fields: Mapping[str, Any], task: str) -> Plan:
-    """Resolves ``config`` against the input's schema fields; E430/E434 on mismatch."""
+def make_plan(config: TrainConfig, fields: Mapping[str, Any], task: str, run: str) -> Plan:
+    """Resolves ``config`` against the input's schema fields; E430/E434 on mismatch.
+    ``run`` is the id of this run's staging folder in the model store."""
 
     def need(column: str, what: str) -> None:
         if column not in fields:
@@ -161,6 +164,7 @@ def make_plan(config: TrainConfig, fields: Mapping[str, Any], task: str) -> Plan
         encoders={c: chosen.get(c) or encoders.default(kinds[c]) for c in features},
         label_type=float if task == "regression" else python_type(config.label),
         metrics=config.metrics or (metrics.default(task),),
+        run=run,
     )
 
 
@@ -358,19 +362,18 @@ class _WriteManifest(beam.DoFn):
 
     def process(self, _, results=(), classes=()):
         plan = self._plan
-        results = sorted(results, key=lambda r: modelstore.safe_key(r["key"]))
+        results = sorted(results, key=lambda r: modelstore.key_id(r["key"]))
         trained = [r for r in results if "skipped" not in r]
         skipped = [r for r in results if "skipped" in r]
-        modelstore.write_manifest(
-            plan.config.save_to, _manifest(plan, trained, skipped, _union(classes))
-        )
+        store = modelstore.ModelStore(plan.config.save_to)
+        version = store.publish(plan.run, _manifest(plan, trained, skipped, _union(classes)))
         per = plan.config.per
         for r in trained:
             yield _tagged("main", beam.Row(
                 **dict(zip(per, r["key"], strict=True)),
                 **{n: r[n] for n in ROW_COUNTS},
                 **{k: _finite(v) for k, v in r["metrics"].items()},
-                model_uri=r["model_uri"],
+                model_uri=os.path.join(version, r["file"]) if r["file"] else None,
                 promoted=r["promoted"],
             ))
         for r in skipped:
@@ -380,15 +383,14 @@ class _WriteManifest(beam.DoFn):
 
 
 def _manifest(plan: Plan, trained: list[dict], skipped: list[dict], classes: list) -> dict:
-    """The manifest of one run (modelstore.write_manifest adds its version)."""
-    directory = os.path.dirname(modelstore.manifest_path(plan.config.save_to)) or "."
+    """The manifest of one run (ModelStore.publish adds its format version)."""
     return {
         **plan.manifest_header(),
         "classes": classes if plan.task == "classification" else None,
         "models": [
             {
                 "key": list(r["key"]),
-                "file": os.path.relpath(r["model_uri"], directory) if r["model_uri"] else None,
+                "file": r["file"],
                 "sha256": r["sha256"],
                 "trusted_types": r["trusted_types"],
                 **{n: r[n] for n in ROW_COUNTS},
@@ -449,6 +451,18 @@ class TrainModels(SpecTransform):
         super().__init__(**config)
         self._task = resolve_task(self.config)
 
+    def _begin_run(self) -> str:
+        """Opens this run's staging folder in the model store (E435 if it cannot be used),
+        before any row is read: a run that cannot publish does not train."""
+        run = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
+        try:
+            modelstore.ModelStore(self.config.save_to).begin(run)
+        except (OSError, modelstore.ModelStoreError) as e:
+            raise self.config.error(
+                "E435", f"SAVE TO '{self.config.save_to}' cannot be used: {e}"
+            ) from None
+        return run
+
     def expand(self, rows: beam.PCollection) -> dict[str, beam.PCollection]:
         fields = schema_fields(rows.element_type)
         if fields is None:
@@ -456,7 +470,7 @@ class TrainModels(SpecTransform):
                 "E430", f"TRAIN needs rows with a schema; its input has type {rows.element_type}",
                 hint="read with ReadFromCsv/ReadFromParquet, or produce beam.Row",
             )
-        plan = make_plan(self.config, fields, self._task)
+        plan = make_plan(self.config, fields, self._task, self._begin_run())
         staged, threads = by_runner(
             rows,
             batched=lambda: (rows | "Prepare" >> beam.ParDo(_PrepareFrames(plan)),

@@ -138,3 +138,16 @@ def test_the_manifest_is_read_from_the_version_the_pointer_names(tmp_path):
     with open(os.path.join(version, "manifest.json")) as f:
         assert json.load(f)["models"][0]["key"] == ["a"]
     assert store.manifest() == store.manifest(version)
+
+
+def test_a_set_copied_without_its_symlink_is_still_read(tmp_path):
+    import shutil
+
+    store = ModelStore(str(tmp_path / "a" / "income" / "{key}.skops"))
+    publish(store, "r1", [("x",)])
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # follows the symlink: a plain folder
+    copy = ModelStore(str(tmp_path / "b" / "income" / "{key}.skops"))
+    assert not os.path.islink(tmp_path / "b" / "income")
+    assert set(copy.promoted()) == {key_id(("x",))}
+    with pytest.raises(ModelStoreError, match="not a beam_dsl model store"):
+        copy.begin("r2")  # but it is not a store to publish to

@@ -201,7 +201,6 @@ class AllSinksDaskRunner(DaskRunner):
     """Beam's DaskRunner, computing every branch of the pipeline rather than the last."""
 
     def run_pipeline(self, pipeline, options):
-        import dask
         import dask.distributed as ddist
         from apache_beam.runners.dask.dask_runner import DaskOptions
         from apache_beam.runners.dask.overrides import dask_overrides
@@ -214,5 +213,5 @@ class AllSinksDaskRunner(DaskRunner):
         pipeline.replace_all(dask_overrides())
         visitor = self.to_dask_bag_visitor(bag_kwargs)
         pipeline.visit(visitor)
-        bags = dask.optimize(*visitor.bags.values())
-        return DaskRunnerResult(client, client.compute(list(bags)))
+        bags = list(visitor.bags.values())
+        return DaskRunnerResult(client, client.compute(bags))

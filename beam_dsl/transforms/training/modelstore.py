@@ -150,8 +150,10 @@ class ModelStore:
         """The folder of the version the pointer names now, or None before any publish."""
         try:
             target = os.readlink(self.pointer)
-        except (FileNotFoundError, OSError):
-            return None
+        except OSError:
+            # A set copied without its symlink (cp -r, rsync -L) is a plain folder: read it.
+            copied = self.per and os.path.isfile(os.path.join(self.pointer, MANIFEST))
+            return self.pointer if copied else None
         path = os.path.normpath(os.path.join(os.path.dirname(self.pointer), target))
         return path if self.per else os.path.dirname(path)
 
@@ -253,9 +255,16 @@ class ModelStore:
     def publish(self, run: str, manifest: dict[str, Any]) -> str:
         """Makes run ``run``'s models the current set, in one atomic step; returns its folder."""
         staging = self.staging(run)
+        # A runner that computes a stage more than once publishes more than once: the
+        # later calls find the run published already.
+        for version in reversed(self.versions()):
+            if (self.manifest(version) or {}).get("run") == run:
+                shutil.rmtree(staging, ignore_errors=True)
+                return version
         if not os.path.isdir(staging):
             raise ModelStoreError(f"run {run} has no staging folder under '{self.versions_dir}'")
-        text = json.dumps({"version": MANIFEST_VERSION, **manifest}, indent=2, sort_keys=True)
+        manifest = {"version": MANIFEST_VERSION, "run": run, **manifest}
+        text = json.dumps(manifest, indent=2, sort_keys=True)
         _atomic_write(os.path.join(staging, MANIFEST), lambda f: f.write(text.encode() + b"\n"))
         _fsync_dir(staging)
         with self._publish_lock():
@@ -278,10 +287,13 @@ class ModelStore:
         except FileNotFoundError:
             return
         for name in names:
-            if not (name.startswith(".staging-") and name.endswith(".lock")):
+            if not name.startswith(".staging-"):
                 continue
-            lock_path = os.path.join(self.versions_dir, name)
+            lock_path = os.path.join(self.versions_dir, name.removesuffix(".lock") + ".lock")
             if lock_path in _HELD:
+                continue
+            if not os.path.exists(lock_path):  # a folder left after its run published
+                shutil.rmtree(lock_path[: -len(".lock")], ignore_errors=True)
                 continue
             fd = os.open(lock_path, os.O_RDWR)
             try:

@@ -107,7 +107,7 @@ class FeaturesConfig(Config):
             if any(w.kind != "sliding" for w in self.windows):
                 raise self.error(E_FEATURES, "several windows (WINDOWS) must all be sliding")
             if len({w.every_s for w in self.windows}) > 1:
-                raise self.error(E_FEATURES, "several windows (WINDOWS) share one period")
+                raise self.error(E_FEATURES, "several windows (WINDOWS) must share one period")
             if len({w.size_s for w in self.windows}) < len(self.windows):
                 raise self.error(E_FEATURES, "a window length appears twice")
 

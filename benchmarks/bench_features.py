@@ -39,21 +39,21 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.transforms import window
 from apache_beam.typehints.row_type import RowTypeConstraint
 
+from beam_dsl.ir.features import FeaturesConfig, Item, Window
 from beam_dsl.transforms.features.transform import ComputeFeatures
 
 SIZE_S, EVERY_S = 3600, 300
 EVENT_TYPE = RowTypeConstraint.from_fields(
     [("user_id", int), ("event_time", float), ("amount", float)])
-CONFIG = {
-    "name": "bench", "entity": ["user_id"], "timestamp": "event_time", "where": None,
-    "windows": [{"kind": "sliding", "size_s": SIZE_S, "every_s": EVERY_S, "suffix": ""}],
-    "select": [
-        {"func": "count", "args": [], "filter": None, "alias": "n"},
-        {"func": "sum", "args": [{"col": "amount"}], "filter": None, "alias": "total"},
-        {"func": "last", "args": [{"col": "amount"}], "filter": None, "alias": "last_amount"},
-    ],
-    "ttl_s": None, "allowed_lateness_s": 0.0, "online": None, "offline": None,
-}
+CONFIG = FeaturesConfig(
+    name="bench", entity=("user_id",), timestamp="event_time",
+    windows=(Window("sliding", SIZE_S, EVERY_S),),
+    select=(
+        Item(func="count", args=(), alias="n"),
+        Item(func="sum", args=({"col": "amount"},), alias="total"),
+        Item(func="last", args=({"col": "amount"},), alias="last_amount"),
+    ),
+)
 
 
 def make_events(path: str, events: int, entities: int, hours: float, seed: int = 0) -> None:
@@ -129,7 +129,7 @@ def run_beam_dsl(path: str, work: str) -> tuple[int, float]:
     with beam.Pipeline(runner=FnApiRunner()) as p:
         events = (p | beam.io.ReadFromParquetBatched(path)
                   | "Frames" >> beam.ParDo(_TableFrames()))
-        features = events | ComputeFeatures(**CONFIG)
+        features = events | ComputeFeatures.from_config(CONFIG)
         _ = features["main"] | "Count" >> beam.ParDo(_CountRows(out))
     return _counted(out)
 

@@ -8,6 +8,7 @@ that tests/features_support.py computes one window at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import typing
@@ -31,6 +32,7 @@ from features_support import (
 from beam_dsl.diagnostics import DiagnosticError
 from beam_dsl.dsl.lower import lower_spec
 from beam_dsl.dsl.parser import parse
+from beam_dsl.ir.features import FeaturesConfig, Item, Window
 from beam_dsl.transforms.features.panes import FeaturePlan, WindowPlan, event_ms, prepare
 from beam_dsl.transforms.features.transform import ComputeFeatures
 
@@ -131,7 +133,7 @@ ROW_TYPE = RowTypeConstraint.from_fields([
 ])
 
 
-def configs() -> dict[str, dict]:
+def configs() -> dict[str, FeaturesConfig]:
     spec, diagnostics = parse(SPECS)
     assert not diagnostics
     return {t.name: t.config for t in lower_spec(spec)}
@@ -163,7 +165,8 @@ def items_of(name: str):
 def build(pipeline, rows, directory: str, **overrides) -> None:
     source = pipeline | "Events" >> beam.Create(rows).with_output_types(ROW_TYPE)
     for name, config in configs().items():
-        out = source | name >> ComputeFeatures(**{**config, **overrides})
+        out = source | name >> ComputeFeatures.from_config(
+            dataclasses.replace(config, **overrides))
         collect(out["main"], directory, name)
         collect(out["errors"], directory, f"{name}.errors")
 
@@ -206,13 +209,13 @@ def test_event_times_are_seconds_milliseconds_or_iso_text():
 
 
 def test_windows_plan_panes_on_the_gcd_and_follows_beam_alignment():
-    one = WindowPlan.build([{"kind": "sliding", "size_s": 3600, "every_s": 300, "suffix": ""}])
+    one = WindowPlan.build([Window("sliding", 3600, 300)])
     assert (one.pane_ms, one.lengths[0].offset_ms) == (300_000, 0)
-    odd = WindowPlan.build([{"kind": "sliding", "size_s": 3000, "every_s": 1200, "suffix": ""}])
+    odd = WindowPlan.build([Window("sliding", 3000, 1200)])
     # Beam: windows start at multiples of 20m, so they end at 10m past a multiple of 20m.
     assert (odd.pane_ms, odd.lengths[0].offset_ms) == (600_000, 600_000)
     assert odd.first_end_ms(0) == 600_000 and odd.first_end_ms(600_000) == 1_800_000
-    lowered = configs()["spend"]["windows"]
+    lowered = configs()["spend"].windows
     several = WindowPlan.build(lowered)
     assert several.pane_ms == 1_800_000 and [w.offset_ms for w in several.lengths] == [0, 0]
 
@@ -221,21 +224,77 @@ def test_spec_mistakes_against_the_input_are_coded_errors():
     config = configs()["fails"]
     fields = dict(ROW_TYPE._fields)
     with pytest.raises(DiagnosticError) as caught:
-        FeaturePlan.build({**config, "timestamp": "event_tme"}, fields)
+        FeaturePlan.build(dataclasses.replace(config, timestamp="event_tme"), fields)
     assert caught.value.diagnostics[0].code == "E440"
     assert "did you mean 'event_time'" in caught.value.diagnostics[0].hint
-    bad_k = {**config, "select": [{"func": "top_k", "args": [{"col": "amount"}, {"lit": 0}],
-                                   "filter": None, "alias": "x"}]}
+    with pytest.raises(DiagnosticError, match=r"FEATURES fails: error\[E440\]"):
+        _ = (beam.Pipeline() | beam.Create([]).with_output_types(ROW_TYPE)
+             | ComputeFeatures.from_config(dataclasses.replace(config, timestamp="event_tme")))
+
+
+def _built(config: FeaturesConfig, **changes) -> DiagnosticError:
+    """The error building ComputeFeatures from ``config`` with ``changes`` raises."""
     with pytest.raises(DiagnosticError) as caught:
-        FeaturePlan.build(bad_k, fields)
-    assert caught.value.diagnostics[0].code == "E441"
-    with pytest.raises(DiagnosticError, match="E442"):
-        ComputeFeatures(**{**config, "online": "mysql://db/features"})
+        ComputeFeatures(**{**config.to_json(), **changes})
+    assert len(caught.value.diagnostics) == 1
+    return caught.value.diagnostics[0]
+
+
+def _select(func: str, *args, alias: str = "x") -> list[dict]:
+    return [Item(func=func, args=args, alias=alias).to_json()]
+
+
+@pytest.mark.parametrize("changes, code, message", [
+    (dict(select=_select("top_k", {"col": "amount"}, {"lit": 0})), "E441",
+     "top_k() AS x: k must be a positive integer, not 0"),
+    (dict(select=_select("first_k", {"col": "amount"}, {"lit": 2.0})), "E441",
+     "k must be a positive integer, not 2.0"),
+    (dict(select=_select("last_k", {"col": "amount"}, {"col": "k"})), "E441",
+     "k must be a literal, a positive integer"),
+    (dict(select=_select("approx_percentile", {"col": "amount"}, {"lit": 1.5})), "E441",
+     "q must be a number in [0, 1], not 1.5"),
+    (dict(select=_select("approx_percentile", {"col": "amount"})), "E441",
+     "takes 2 argument(s), not 1"),
+    (dict(select=_select("cnt", {"col": "amount"})), "E441", "unknown aggregate 'cnt'"),
+    (dict(select=_select("sum", {"fn": "lowr", "args": [{"col": "status"}]})), "E443",
+     "unknown function 'lowr' in sum() AS x"),
+    (dict(where={"fn": "substr", "args": [{"col": "status"}]}), "E443",
+     "substr() in WHERE takes 2 to 3 argument(s), not 1"),
+    (dict(select=_select("count", alias="n") + _select("sum", {"col": "amount"}, alias="n")),
+     "E443", "feature 'n' has the name of another feature"),
+    (dict(select=_select("last", {"col": "amount"}, alias="window_end")), "E443",
+     "feature 'window_end' has the name of a column of every row"),
+    (dict(select=_select("last", {"col": "amount"}, alias="user_id")), "E443",
+     "feature 'user_id' has the name of an ENTITY column"),
+    (dict(windows=[Window("sliding", 300, 3600).to_json()]), "E443",
+     "window period 3600s is larger than its size 300s"),
+    (dict(windows=[Window("sliding", 0.0004, 0.0004).to_json()]), "E443",
+     "not a positive whole number of milliseconds"),
+    (dict(windows=[Window("tumbling", 3600, 300).to_json()]), "E443",
+     "a tumbling window's period is its size"),
+    (dict(windows=[Window("sliding", 60, 60, "_1m").to_json(),
+                   Window("session", 600, 600, "_10m").to_json()]), "E443", "must all be sliding"),
+    (dict(windows=[]), "E443", "FEATURES needs a window"),
+    (dict(entity=["user_id", "user_id"]), "E443", "must name distinct columns"),
+    (dict(ttl_s=-1.0), "E443", "TTL must be positive"),
+    (dict(allowed_lateness_s=-5.0), "E443", "ALLOWED LATENESS must not be negative"),
+    (dict(shards=0), "E443", "shards must be at least 1"),
+    (dict(online="mysql://db/features"), "E442", "is neither sqlite:// nor redis://"),
+    (dict(online="sqlite://"), "E442", "names no database file"),
+    (dict(online="redis:///0"), "E442", "names no Redis host"),
+    (dict(offline=""), "E442", "OFFLINE names no directory"),
+    (dict(windows=[{"kind": "sliding", "size_s": "1h", "every_s": 300}]), "E400",
+     "'windows[0].size_s' must be a number"),
+])
+def test_configs_built_from_python_are_validated_with_codes(changes, code, message):
+    found = _built(configs()["fails"], **changes)
+    assert found.code == code and message in found.message, found.render()
+    assert found.file == "FEATURES fails"
 
 
 def test_unusable_values_become_errors_row_by_row():
-    config = {**configs()["fails"], "select": [
-        {"func": "sum", "args": [{"col": "amount"}], "filter": None, "alias": "total"}]}
+    config = dataclasses.replace(configs()["fails"], select=(
+        Item(func="sum", args=({"col": "amount"},), alias="total"),))
     plan = FeaturePlan.build(config, {**dict(ROW_TYPE._fields), "amount": str})
     frame = pd.DataFrame({
         "user_id": [1, 1, 2, 3], "event_time": ["1700000000", "1700000001", "soon", "1700000002"],
@@ -328,14 +387,14 @@ def test_streaming_gives_the_batch_rows_and_drops_late_events(tmp_path):
     with beam.Pipeline(runner=BundleBasedDirectRunner(), options=options) as p:
         source = p | stream.with_output_types(ROW_TYPE)
         for name in names:
-            out = source | name >> ComputeFeatures(**configs()[name])
+            out = source | name >> ComputeFeatures.from_config(configs()[name])
             collect(out["main"], str(streamed), name)
             collect(out["errors"], str(streamed), f"{name}.errors")
     with beam.Pipeline(runner=FnApiRunner()) as p:
         source = p | beam.Create(rows_of(frame)).with_output_types(ROW_TYPE)
         for name in names:
-            collect((source | name >> ComputeFeatures(**configs()[name]))["main"], str(batch),
-                    name)
+            out = source | name >> ComputeFeatures.from_config(configs()[name])
+            collect(out["main"], str(batch), name)
     for name in names:
         key = lambda r: (r["user_id"], r["window_end"])  # noqa: E731
         got = sorted(collected(str(streamed), name), key=key)

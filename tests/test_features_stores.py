@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import shutil
@@ -17,6 +18,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from features_support import collect, collected, payments, rows_of
 from test_features import ROW_TYPE
 
+from beam_dsl.diagnostics import DiagnosticError
 from beam_dsl.dsl.lower import lower_spec
 from beam_dsl.dsl.parser import parse
 from beam_dsl.features_cli import format_features, get_features
@@ -102,16 +104,16 @@ def test_online_store_upserts_compare_and_set_and_purges(store_uri):
 
 def test_pipeline_writes_latest_rows_online_and_every_row_offline(store_uri, tmp_path):
     spec, _ = parse(SPEC)
-    config = lower_spec(spec)[0].config
     offline = str(tmp_path / "offline")
-    config.update(online=store_uri, offline=offline)
+    config = dataclasses.replace(lower_spec(spec)[0].config, online=store_uri, offline=offline,
+                                 shards=2)
     frame = payments(n=300, users=5, hours=3.0)
 
     def run(rows, directory):
         os.makedirs(directory)
         with beam.Pipeline(runner=FnApiRunner()) as p:
             source = p | beam.Create(rows).with_output_types(ROW_TYPE)
-            out = source | ComputeFeatures(**config, shards=2)
+            out = source | ComputeFeatures.from_config(config)
             collect(out["main"], directory, "main")
             collect(out["online"], directory, "online")
             collect(out["offline"], directory, "offline")
@@ -142,3 +144,11 @@ def test_pipeline_writes_latest_rows_online_and_every_row_offline(store_uri, tmp
 def test_get_features_of_an_unknown_entity_is_none(tmp_path):
     uri = f"sqlite:///{tmp_path}/empty.db"
     assert get_features("user_payment_fails", uri, {"user_id": "7"}) is None
+
+
+def test_get_features_from_a_uri_that_is_no_store_is_a_coded_error():
+    with pytest.raises(DiagnosticError) as caught:
+        get_features("user_payment_fails", "postgres://db/features", {"user_id": "7"})
+    found = caught.value.diagnostics[0]
+    assert (found.code, found.file) == ("E442", "FEATURES user_payment_fails")
+    assert "neither sqlite:// nor redis://" in found.message

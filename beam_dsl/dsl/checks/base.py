@@ -10,9 +10,11 @@ from beam_dsl.diagnostics import Diagnostic, Source, Span, did_you_mean
 from beam_dsl.dsl import ast
 from beam_dsl.dsl.units import duration_seconds, parse_size, percent_fraction, size_bytes
 from beam_dsl.dsl.vocabulary import (
-    FUNCTIONS,
     HINTS,
 )
+from beam_dsl.vocabulary import family
+
+FUNCTIONS = family("functions")
 
 # Which clauses each statement takes: clause class -> (required, repeatable).
 _CLAUSES: dict[type, dict[type, tuple[bool, bool]]] = {
@@ -86,8 +88,6 @@ _KEYWORDS = {
     ast.AsOfClause: "AS OF",
     ast.JoinClause: "JOIN",
 }
-
-STORE_SCHEMES = ("sqlite://", "redis://")
 
 
 
@@ -207,21 +207,21 @@ class BaseChecks:
         """
         if isinstance(node, ast.FuncCall):
             func = node.func.lower()
-            if func not in FUNCTIONS:
+            entry = FUNCTIONS.get(func)
+            if entry is None:
                 self.ctx.error(
                     "E225",
                     f"unknown function '{node.func}' in {what}",
                     node.span,
                     did_you_mean(func, FUNCTIONS),
                 )
-            else:
-                low, high = FUNCTIONS[func]
-                if not low <= len(node.args) <= high:
-                    self.ctx.error(
-                        "E226",
-                        f"{func}() takes {arity_text(low, high)}, not {len(node.args)}",
-                        node.span,
-                    )
+            elif not entry.min_args <= len(node.args) <= entry.max_args:
+                self.ctx.error(
+                    "E226",
+                    f"{func}() takes {arity_text(entry.min_args, entry.max_args)}, "
+                    f"not {len(node.args)}",
+                    node.span,
+                )
         elif isinstance(node, ast.ColumnRef):
             known = names if names is not None else self.ctx.columns
             if known is not None and node.qualifier is None and node.name not in known:

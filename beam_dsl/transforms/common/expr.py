@@ -1,8 +1,9 @@
 """Evaluates lowered expressions (see beam_dsl.dsl.lower.lower_expr) over pandas frames.
 
-No Python ``eval``: each node is one of a fixed set of operators and
-functions applied column-wise, so WHERE / FILTER / WHEN / GATE run vectorised
-over a whole batch. SQL-like nulls: a comparison with a null is false in a
+No Python ``eval``: each node is one of a fixed set of operators, or a
+scalar function of :mod:`~beam_dsl.transforms.common.functions`, applied
+column-wise, so WHERE / FILTER / WHEN / GATE run vectorised over a whole
+batch. SQL-like nulls: a comparison with a null is false in a
 filter (:func:`mask`).
 """
 
@@ -12,8 +13,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
+
+from beam_dsl.transforms.common.functions import REGISTRY as FUNCTIONS
 
 
 class ExprError(ValueError):
@@ -38,10 +40,6 @@ def _as_series(value: Any, index: pd.Index) -> pd.Series:
     return pd.Series([value] * len(index), index=index, dtype=object if value is None else None)
 
 
-def _str(series: pd.Series) -> pd.Series:
-    return series.astype("string")
-
-
 _BINARY: dict[str, Callable[[Any, Any], Any]] = {
     "=": lambda a, b: a == b,
     "!=": lambda a, b: a != b,
@@ -54,38 +52,6 @@ _BINARY: dict[str, Callable[[Any, Any], Any]] = {
     "*": lambda a, b: a * b,
     "/": lambda a, b: a / b,
     "%": lambda a, b: a % b,
-}
-
-
-def _coalesce(*args: pd.Series) -> pd.Series:
-    out = args[0]
-    for arg in args[1:]:
-        out = out.where(out.notna(), arg)
-    return out
-
-
-_FUNCTIONS: dict[str, Callable[..., pd.Series]] = {
-    "lower": lambda s: _str(s).str.lower(),
-    "upper": lambda s: _str(s).str.upper(),
-    "trim": lambda s: _str(s).str.strip(),
-    "length": lambda s: _str(s).str.len(),
-    "abs": lambda s: s.abs(),
-    "floor": lambda s: np.floor(s),
-    "ceil": lambda s: np.ceil(s),
-    "round": lambda s, digits=None: s.round(0 if digits is None else int(digits.iloc[0])),
-    "coalesce": _coalesce,
-    "concat": lambda *ss: pd.concat([_str(s) for s in ss], axis=1).fillna("").agg("".join, axis=1),
-    "substr": lambda s, start, length=None: pd.Series(
-        [
-            None if pd.isna(v) else str(v)[int(b) - 1 : None if n is None else int(b) - 1 + int(n)]
-            for v, b, n in zip(
-                s, start, length if length is not None else [None] * len(s), strict=True
-            )
-        ],
-        index=s.index,
-    ),
-    "greatest": lambda *ss: pd.concat(ss, axis=1).max(axis=1),
-    "least": lambda *ss: pd.concat(ss, axis=1).min(axis=1),
 }
 
 
@@ -116,7 +82,10 @@ def evaluate(expr: Mapping[str, Any], frame: pd.DataFrame) -> pd.Series:
         return frame[name]
     args = [evaluate(a, frame) for a in expr.get("args", ())]
     if "fn" in expr:
-        return _FUNCTIONS[expr["fn"]](*args)
+        function = FUNCTIONS.get(expr["fn"])
+        if function is None:
+            raise ExprError(f"unknown function '{expr['fn']}'")
+        return function.impl(*args)
     op = expr["op"]
     negated = expr.get("negated", False)
     if op == "and":

@@ -19,20 +19,42 @@ Python loop per row; only the two sketches loop over groups.
 Orderings: ``first``/``last`` (and ``first_k``/``last_k``) order events by
 event time, then by value, so ties at one instant are broken the same way on
 every runner and in every bundle order.
+
+This module declares the ``aggregates`` family: each aggregate class is
+registered once, beside its implementation, with its arity, its literal
+parameters (``k``, ``q``) and their :class:`Rule`, and its output kind. The
+checks (``lint``) and :class:`~beam_dsl.ir.features.FeaturesConfig` read the
+same registry, so adding an aggregate is one decorated class here. Output
+kinds (:meth:`Aggregate.output_type`, :meth:`Aggregate.empty`):
+
+* ``int``: an integer, 0 over an empty window (counts);
+* ``float``: a float, null over an empty window;
+* ``number``: an int for an int (or bool) argument, else a float; null when empty;
+* ``same``: the argument's type; null when empty;
+* ``list``: a list of the argument's values; ``[]`` when empty.
+
+``meta``: ``numeric`` (the argument is read as a number: text is parsed and a
+row whose value is not a number is an error) and ``rules`` (each parameter's
+:class:`Rule`). Imports no Beam, and pandas only where it runs: ``lint``
+reads this module.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import datasketches
 import numpy as np
-import pandas as pd
 
-from beam_dsl.transforms.common.rows import optional
+from beam_dsl.vocabulary import Registry
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+REGISTRY = Registry("aggregates")
 
 HLL_LG_K = 12  # relative standard error 1.04 / sqrt(2**12) = 1.6%
 KLL_K = 200  # normalized rank error 1.33% (99% confidence)
@@ -80,6 +102,8 @@ class Groups:
 
     def reduce(self, values: Any, how: str, mask: np.ndarray | None = None) -> pd.Series:
         """``min`` / ``max`` per group over the rows in ``mask``; null where a group has none."""
+        import pandas as pd
+
         array = np.asarray(values) if not isinstance(values, pd.Series) else values.to_numpy()
         codes = self.codes
         if mask is not None:
@@ -109,6 +133,25 @@ class Groups:
         return best_t, self.reduce(values, how, at_best)
 
 
+# ---------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a literal parameter (an argument after the column) must be."""
+
+    text: str  # says it: "a positive integer"
+    accepts: Callable[[Any], bool]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+POSITIVE_INT = Rule("a positive integer", lambda v: _number(v) and isinstance(v, int) and v > 0)
+FRACTION = Rule("a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1)
+
+
 # ---------------------------------------------------------------- aggregates
 
 
@@ -117,16 +160,17 @@ class Aggregate:
     """One SELECT item: ``func(args) [FILTER (WHERE filter)] AS alias``.
 
     ``arg_type`` is the Python type of the first argument (int, float, str,
-    bool) or None for ``count(*)``. ``param`` is the second, literal argument
-    (``k`` or ``q``) where the function has one.
+    bool) or None for ``count(*)``. ``kind`` is the registered output kind.
+    ``param`` is the second, literal argument (``k`` or ``q``) where the
+    function has one. :func:`aggregate` builds one.
     """
 
     alias: str
     index: int
     arg_type: type | None
+    kind: str
     param: Any = None
 
-    numeric: ClassVar[bool] = False  # the argument must be a number
     long: ClassVar[bool] = False  # keeps a long frame of values rather than wide columns
 
     @property
@@ -134,11 +178,20 @@ class Aggregate:
         return f"_a{self.index}"
 
     def output_type(self) -> Any:
-        return optional(self.arg_type)
+        """The feature's schema type, by the output kind (see the module docstring)."""
+        from beam_dsl.transforms.common.rows import optional  # Beam: not at module import
+
+        if self.kind == "int":
+            return int
+        if self.kind == "list":
+            return Sequence[self.arg_type]
+        if self.kind == "number":
+            return optional(int if self.arg_type in (int, bool) else float)
+        return optional(float if self.kind == "float" else self.arg_type)
 
     def empty(self) -> Any:
         """The value over a window with no matching event."""
-        return None
+        return 0 if self.kind == "int" else [] if self.kind == "list" else None
 
     def init(self, groups: Groups, t: np.ndarray, v: np.ndarray, mask: np.ndarray) -> dict:
         raise NotImplementedError
@@ -153,13 +206,8 @@ class Aggregate:
         return f"{self.prefix}_{name}"
 
 
+@REGISTRY.register("count", min_args=0, max_args=1, kind="int")
 class Count(Aggregate):
-    def output_type(self) -> Any:
-        return int
-
-    def empty(self) -> Any:
-        return 0
-
     def init(self, groups, t, v, mask):
         return {self._col("n"): groups.count(mask)}
 
@@ -170,12 +218,8 @@ class Count(Aggregate):
         return states[self._col("n")].astype(np.int64)
 
 
+@REGISTRY.register("sum", min_args=1, max_args=1, kind="number", meta={"numeric": True})
 class Sum(Aggregate):
-    numeric = True
-
-    def output_type(self) -> Any:
-        return optional(int if self.arg_type in (int, bool) else float)
-
     def init(self, groups, t, v, mask):
         return {self._col("s"): groups.sum(v, mask), self._col("n"): groups.count(mask)}
 
@@ -187,15 +231,14 @@ class Sum(Aggregate):
         return s.where(states[self._col("n")] > 0)
 
 
+@REGISTRY.register("avg", min_args=1, max_args=1, kind="float", meta={"numeric": True})
 class Avg(Sum):
-    def output_type(self) -> Any:
-        return optional(float)
-
     def final(self, states):
         n = states[self._col("n")]
         return (states[self._col("s")] / n.where(n > 0)).astype(np.float64)
 
 
+@REGISTRY.register("min", min_args=1, max_args=1, kind="same")
 class Min(Aggregate):
     how = "min"
 
@@ -211,10 +254,12 @@ class Min(Aggregate):
         return states[self._col("m")]
 
 
+@REGISTRY.register("max", min_args=1, max_args=1, kind="same")
 class Max(Min):
     how = "max"
 
 
+@REGISTRY.register("last", min_args=1, max_args=1, kind="same")
 class Last(Aggregate):
     last = True
 
@@ -230,18 +275,15 @@ class Last(Aggregate):
         return states[self._col("v")]
 
 
+@REGISTRY.register("first", min_args=1, max_args=1, kind="same")
 class First(Last):
     last = False
 
 
+@REGISTRY.register("variance", min_args=1, max_args=1, kind="float", meta={"numeric": True})
 class Variance(Aggregate):
     """Sample variance (ddof = 1): count, mean and sum of squared deviations, merged exactly
     (Chan et al.) rather than through a sum of squares, which loses precision."""
-
-    numeric = True
-
-    def output_type(self) -> Any:
-        return optional(float)
 
     def init(self, groups, t, v, mask):
         n = groups.count(mask)
@@ -265,6 +307,7 @@ class Variance(Aggregate):
         return (states[self._col("m2")] / (n - 1).where(n > 1)).astype(np.float64)
 
 
+@REGISTRY.register("stddev", min_args=1, max_args=1, kind="float", meta={"numeric": True})
 class Stddev(Variance):
     def final(self, states):
         return np.sqrt(super().final(states))
@@ -315,14 +358,9 @@ class _Sketch(Aggregate):
         return {self._col("sk"): out}
 
 
+@REGISTRY.register("approx_count_distinct", min_args=1, max_args=1, kind="int")
 class ApproxCountDistinct(_Sketch):
     """HyperLogLog (lg_k = 12, HLL_8): relative standard error 1.6%."""
-
-    def output_type(self) -> Any:
-        return int
-
-    def empty(self) -> Any:
-        return 0
 
     def _new(self):
         return datasketches.hll_sketch(HLL_LG_K, datasketches.tgt_hll_type.HLL_8)
@@ -347,13 +385,10 @@ class ApproxCountDistinct(_Sketch):
         ).astype(np.int64)
 
 
+@REGISTRY.register("approx_percentile", min_args=2, max_args=2, params=("q",), kind="float",
+                   meta={"numeric": True, "rules": {"q": FRACTION}})
 class ApproxPercentile(_Sketch):
     """A KLL sketch of doubles (k = 200): normalized rank error 1.33%."""
-
-    numeric = True
-
-    def output_type(self) -> Any:
-        return optional(float)
 
     def _new(self):
         return datasketches.kll_doubles_sketch(KLL_K)
@@ -394,17 +429,11 @@ class _Kept(Aggregate):
         """The feature per group of ``by`` (a Series indexed by the key tuples)."""
         raise NotImplementedError
 
-    def empty(self) -> Any:
-        return []
-
 
 class _KeptInOrder(_Kept):
     """``first_k`` / ``last_k``: the k earliest / latest values by (event time, value)."""
 
     latest: ClassVar[bool]
-
-    def output_type(self) -> Any:
-        return Sequence[self.arg_type]
 
     def _sorted(self, frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         return frame.sort_values([*by, "_t", "_v"], ascending=True, kind="stable")
@@ -421,19 +450,22 @@ class _KeptInOrder(_Kept):
         return ordered.groupby(by, sort=False, dropna=False)["_v"].agg(list)
 
 
+@REGISTRY.register("first_k", min_args=2, max_args=2, params=("k",), kind="list",
+                   meta={"rules": {"k": POSITIVE_INT}})
 class FirstK(_KeptInOrder):
     latest = False
 
 
+@REGISTRY.register("last_k", min_args=2, max_args=2, params=("k",), kind="list",
+                   meta={"rules": {"k": POSITIVE_INT}})
 class LastK(_KeptInOrder):
     latest = True
 
 
+@REGISTRY.register("top_k", min_args=2, max_args=2, params=("k",), kind="list",
+                   meta={"rules": {"k": POSITIVE_INT}})
 class TopK(_Kept):
     """The k largest values, largest first (duplicates kept)."""
-
-    def output_type(self) -> Any:
-        return Sequence[self.arg_type]
 
     def merge_long(self, frame, by):
         ordered = frame.sort_values([*by, "_v"], ascending=[True] * len(by) + [False],
@@ -445,14 +477,9 @@ class TopK(_Kept):
         return self.merge_long(frame, by).groupby(by, sort=False, dropna=False)["_v"].agg(list)
 
 
+@REGISTRY.register("count_distinct", min_args=1, max_args=1, kind="int")
 class CountDistinct(_Kept):
     """Exact: keeps each distinct value once per group."""
-
-    def output_type(self) -> Any:
-        return int
-
-    def empty(self) -> Any:
-        return 0
 
     def merge_long(self, frame, by):
         return frame.drop_duplicates([*by, "_v"]).reset_index(drop=True)
@@ -461,20 +488,11 @@ class CountDistinct(_Kept):
         return self.merge_long(frame, by).groupby(by, sort=False, dropna=False)["_v"].size()
 
 
-AGGREGATES: Mapping[str, type[Aggregate]] = {
-    "count": Count,
-    "sum": Sum,
-    "avg": Avg,
-    "min": Min,
-    "max": Max,
-    "first": First,
-    "last": Last,
-    "first_k": FirstK,
-    "last_k": LastK,
-    "top_k": TopK,
-    "count_distinct": CountDistinct,
-    "approx_count_distinct": ApproxCountDistinct,
-    "approx_percentile": ApproxPercentile,
-    "stddev": Stddev,
-    "variance": Variance,
-}
+def aggregate(func: str, alias: str, index: int, arg_type: type | None, param: Any = None
+              ) -> Aggregate:
+    """The registered aggregate ``func`` for one SELECT item (its arguments checked by
+    :meth:`~beam_dsl.ir.features.FeaturesConfig.validate`)."""
+    entry = REGISTRY[func]
+    if entry.meta.get("numeric") and arg_type not in (int, float, bool):
+        arg_type = float  # text is parsed; a row whose value is not a number is an error
+    return entry.impl(alias, index, arg_type, entry.kind, param)

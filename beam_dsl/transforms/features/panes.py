@@ -30,21 +30,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from beam_dsl.diagnostics import Diagnostic, DiagnosticError, did_you_mean
+from beam_dsl.diagnostics import did_you_mean
+from beam_dsl.ir.features import E_COLUMN, FeaturesConfig, Window
+from beam_dsl.ir.features import Item as ItemConfig
 from beam_dsl.transforms.common import expr as expressions
+from beam_dsl.transforms.common.functions import REGISTRY as FUNCTIONS
 from beam_dsl.transforms.common.rows import base_type, kind_of
-from beam_dsl.transforms.features.aggregates import AGGREGATES, Aggregate, Groups
+from beam_dsl.transforms.features.aggregates import Aggregate, Groups, aggregate
 
 # Epoch numbers below this are seconds, the rest milliseconds: 1e11 s is the
 # year 5138, 1e11 ms is 1973-03-03.
 SECONDS_LIMIT = 1e11
-
-E_COLUMN = "E440"  # the spec reads a column the input rows do not have
-E_AGGREGATE = "E441"  # an aggregate's arguments cannot be used
-
-
-def config_error(name: str, code: str, message: str, hint: str | None = None) -> DiagnosticError:
-    return DiagnosticError([Diagnostic(code, message, f"FEATURES {name}", None, hint)])
 
 
 # ---------------------------------------------------------------- the plan
@@ -67,16 +63,16 @@ class WindowPlan:
     pane_ms: int
 
     @classmethod
-    def build(cls, windows: Sequence[Mapping[str, Any]]) -> WindowPlan:
-        kind = "session" if windows[0]["kind"] == "session" else "sliding"
-        every = _ms(windows[0]["every_s"])
+    def build(cls, windows: Sequence[Window]) -> WindowPlan:
+        kind = "session" if windows[0].kind == "session" else "sliding"
+        every = _ms(windows[0].every_s)
         if kind == "session":
-            return cls(kind, every, (WindowLength(every, 0, windows[0]["suffix"]),), 1)
+            return cls(kind, every, (WindowLength(every, 0, windows[0].suffix),), 1)
         lengths = tuple(
             # One window follows Beam (starts at multiples of the period); WINDOWS (...)
             # lengths all end on the period's grid, so one row carries all of them.
-            WindowLength(_ms(w["size_s"]), _ms(w["size_s"]) % every if len(windows) == 1 else 0,
-                         w["suffix"])
+            WindowLength(_ms(w.size_s), _ms(w.size_s) % every if len(windows) == 1 else 0,
+                         w.suffix)
             for w in windows
         )
         pane = reduce(math.gcd, [every, *(w.size_ms for w in lengths),
@@ -100,7 +96,7 @@ def _ms(seconds: float) -> int:
 
 
 @dataclass
-class Item:
+class PlanItem:
     """A SELECT item with its lowered argument and FILTER expressions."""
 
     aggregate: Aggregate
@@ -117,7 +113,7 @@ class FeaturePlan:
     entity: list[str]
     timestamp: str
     where: Mapping[str, Any] | None
-    items: list[Item]
+    items: list[PlanItem]
     windows: WindowPlan
     ttl_ms: int | None
     lateness_ms: int
@@ -126,37 +122,37 @@ class FeaturePlan:
     int_columns: list[str] = field(default_factory=list)  # fields the schema types as integers
 
     @classmethod
-    def build(cls, config: Mapping[str, Any], fields: Mapping[str, Any]) -> FeaturePlan:
-        name = config["name"]
+    def build(cls, config: FeaturesConfig, fields: Mapping[str, Any]) -> FeaturePlan:
+        """The plan of a (validated) config over input rows of schema ``fields``; E440 where
+        the config reads a column the rows lack."""
 
         def need(column: str, where: str) -> None:
             if column not in fields:
-                raise config_error(name, E_COLUMN, f"{where} reads column '{column}', which the "
+                raise config.error(E_COLUMN, f"{where} reads column '{column}', which the "
                                    "input rows do not have", did_you_mean(column, fields))
 
-        for column in config["entity"]:
+        for column in config.entity:
             need(column, "ENTITY")
-        need(config["timestamp"], "TIMESTAMP")
-        for column in expressions.columns_of(config["where"]):
+        need(config.timestamp, "TIMESTAMP")
+        for column in expressions.columns_of(config.where):
             need(column, "WHERE")
         items = []
-        for index, item in enumerate(config["select"]):
-            func, args = item["func"], item["args"]
-            for expr in [*args[:1], item["filter"]]:
+        for index, item in enumerate(config.select):
+            for expr in [*item.args[:1], item.filter]:
                 for column in expressions.columns_of(expr):
-                    need(column, f"{func}() AS {item['alias']}")
-            items.append(_item(name, index, item, fields))
-        ttl = config.get("ttl_s")
+                    need(column, f"{item.func}() AS {item.alias}")
+            items.append(_item(index, item, fields))
+        ttl = config.ttl_s
         return cls(
-            name=name,
-            entity=list(config["entity"]),
-            timestamp=config["timestamp"],
-            where=config["where"],
+            name=config.name,
+            entity=list(config.entity),
+            timestamp=config.timestamp,
+            where=config.where,
             items=items,
-            windows=WindowPlan.build(config["windows"]),
+            windows=WindowPlan.build(config.windows),
             ttl_ms=_ms(ttl) if ttl is not None else None,
-            lateness_ms=_ms(config.get("allowed_lateness_s") or 0.0),
-            entity_types={c: _python_type(fields[c]) for c in config["entity"]},
+            lateness_ms=_ms(config.allowed_lateness_s),
+            entity_types={c: _python_type(fields[c]) for c in config.entity},
             columns=list(fields),
             int_columns=[c for c, hint in fields.items() if _python_type(hint) is int],
         )
@@ -196,14 +192,8 @@ def expr_type(expr: Mapping[str, Any], fields: Mapping[str, Any]) -> type:
         return _python_type(fields[expr["col"]])
     args = [expr_type(a, fields) for a in expr.get("args", ())]
     if "fn" in expr:
-        fn = expr["fn"]
-        if fn in ("lower", "upper", "trim", "concat", "substr"):
-            return str
-        if fn == "length":
-            return int
-        if fn in ("floor", "ceil"):
-            return float
-        return args[0]
+        kind = FUNCTIONS[expr["fn"]].kind
+        return args[0] if kind == "same" else {"str": str, "int": int, "float": float}[kind]
     op = expr["op"]
     if op in ("+", "-", "*", "%", "neg"):
         return float if float in args else int
@@ -212,36 +202,12 @@ def expr_type(expr: Mapping[str, Any], fields: Mapping[str, Any]) -> type:
     return bool
 
 
-_PARAMETERS = {"first_k": "k", "last_k": "k", "top_k": "k", "approx_percentile": "q"}
-
-
-def _item(name: str, index: int, item: Mapping[str, Any], fields: Mapping[str, Any]) -> Item:
-    func, args, alias = item["func"], item["args"], item["alias"]
-    if func not in AGGREGATES:
-        raise config_error(name, E_AGGREGATE, f"unknown aggregate '{func}'",
-                           did_you_mean(func, AGGREGATES))
-    wanted = 2 if func in _PARAMETERS else (0, 1) if func == "count" else 1
-    if len(args) not in (wanted if isinstance(wanted, tuple) else (wanted,)):
-        raise config_error(name, E_AGGREGATE, f"{func}() AS {alias} takes {wanted} argument(s)")
-    param = None
-    if func in _PARAMETERS:
-        param = args[1].get("lit") if isinstance(args[1], Mapping) else None
-        if _PARAMETERS[func] == "k" and not (
-            isinstance(param, int) and not isinstance(param, bool) and param > 0
-        ):
-            raise config_error(name, E_AGGREGATE, f"{func}() AS {alias}: k must be a positive "
-                               f"integer literal, not {args[1]}")
-        if _PARAMETERS[func] == "q" and not (
-            isinstance(param, (int, float)) and not isinstance(param, bool) and 0 <= param <= 1
-        ):
-            raise config_error(name, E_AGGREGATE, f"{func}() AS {alias}: q must be a number "
-                               f"literal in [0, 1], not {args[1]}")
-    arg = args[0] if args else None
+def _item(index: int, item: ItemConfig, fields: Mapping[str, Any]) -> PlanItem:
+    arg = item.args[0] if item.args else None
+    param = item.args[1]["lit"] if len(item.args) > 1 else None
     arg_type = expr_type(arg, fields) if arg is not None else None
-    cls = AGGREGATES[func]
-    if cls.numeric and arg_type not in (int, float, bool):
-        arg_type = float  # text is parsed; a row whose value is not a number is an error
-    return Item(cls(alias, index, arg_type, param), func, arg, item["filter"])
+    return PlanItem(aggregate(item.func, item.alias, index, arg_type, param), item.func, arg,
+                    item.filter)
 
 
 # ---------------------------------------------------------------- step 1: events

@@ -36,17 +36,12 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from beam_dsl.diagnostics import Diagnostic, DiagnosticError
+from beam_dsl.diagnostics import config_error
+from beam_dsl.ir.features import E_STORE, FeaturesConfig, online_store_problem
 from beam_dsl.transforms.common.rows import base_type, row_type
-
-E_STORE = "E442"  # a store URI beam_dsl cannot use
 
 # Each store write reports what it wrote: the store (URI or file) and the rows.
 STORE_ROW_TYPE = row_type([("target", str), ("rows", int)])
-
-
-def store_error(message: str, hint: str | None = None) -> DiagnosticError:
-    return DiagnosticError([Diagnostic(E_STORE, message, "ONLINE", None, hint)])
 
 
 @dataclass(frozen=True)
@@ -177,27 +172,13 @@ class RedisStore(OnlineStore):
         self._redis.close()
 
 
-def check_online_uri(uri: str) -> None:
-    """Raises E442 unless ``uri`` names a store beam_dsl can write."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "sqlite":
-        if not parsed.path.lstrip("/"):
-            raise store_error(f"ONLINE '{uri}' names no database file",
-                              "write sqlite:///relative/path.db or sqlite:////absolute/path.db")
-        return
-    if parsed.scheme in ("redis", "rediss"):
-        if not parsed.hostname:
-            raise store_error(f"ONLINE '{uri}' names no Redis host", "write redis://host:port/db")
-        return
-    raise store_error(f"ONLINE store '{uri}' is neither sqlite:// nor redis://",
-                      "write sqlite:///features.db or redis://localhost:6379/0")
-
-
 def open_online(uri: str, table: str) -> OnlineStore:
-    """The online store at ``uri`` (see the module docstring), for the FEATURES ``table``."""
-    check_online_uri(uri)
-    parsed = urlparse(uri)
-    if parsed.scheme == "sqlite":
+    """The online store at ``uri`` (see the module docstring), for the FEATURES ``table``;
+    E442 for a URI that names none."""
+    problem = online_store_problem(uri)
+    if problem:
+        raise config_error(FeaturesConfig.KIND, table, E_STORE, *problem)
+    if urlparse(uri).scheme == "sqlite":
         # sqlite:///a.db -> "a.db" (relative); sqlite:////tmp/a.db -> "/tmp/a.db"
         return SQLiteStore(uri[len("sqlite:///"):], table)
     return RedisStore(uri, table)

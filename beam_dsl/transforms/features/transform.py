@@ -43,6 +43,7 @@ from apache_beam.transforms.userstate import (
 )
 from apache_beam.utils.timestamp import Timestamp
 
+from beam_dsl.ir.features import E_COLUMN, FeaturesConfig
 from beam_dsl.transforms.common.rows import (
     ERROR_ROW_TYPE,
     FrameDoFn,
@@ -52,13 +53,11 @@ from beam_dsl.transforms.common.rows import (
     rows_to_frame,
     schema_fields,
 )
-from beam_dsl.transforms.common.runner_compat import runs_batches, select
+from beam_dsl.transforms.common.runner_compat import by_runner, select
 from beam_dsl.transforms.common.spec import SpecTransform
 from beam_dsl.transforms.features.panes import (
-    E_COLUMN,
     FeaturePlan,
     Panes,
-    config_error,
     entity_key,
     merge,
     panes_of,
@@ -69,12 +68,9 @@ from beam_dsl.transforms.features.stores import (
     STORE_ROW_TYPE,
     StoreRecord,
     arrow_schema,
-    check_online_uri,
     open_online,
     write_offline,
 )
-
-DEFAULT_SHARDS = 16
 
 
 def _tagged(tag: str, value: Any) -> tuple[str, Any]:
@@ -345,100 +341,82 @@ class ComputeFeatures(SpecTransform):
     window plus the TTL, epoch seconds) and each feature. docs/FEATURES.md
     has the full semantics.
 
-    Args:
-        name: the FEATURES name (the online store's table, the errors' transform).
-        entity: the entity columns.
-        timestamp: the event-time column: epoch seconds, epoch milliseconds
-            (values from 1e11 up) or ISO-8601 text (UTC if it has no zone).
-        where: a lowered expression; rows where it is not true are ignored.
-        windows: ``[{kind: sliding|tumbling|session, size_s, every_s, suffix}]``;
-            several entries (WINDOWS (...)) share one row per window end.
-        select: ``[{func, args, filter, alias}]`` with lowered expressions.
-        ttl_s: seconds without an event after which an entity's features expire.
-        allowed_lateness_s: in streaming, how long after a window's end
-            events for it are still taken (the row waits that long).
-        online: ``sqlite:///path.db`` or ``redis://host:port/db``: latest row per entity.
-        offline: a directory for Parquet part files of every row.
-        shards: how many keys the entities are hashed to for the shuffle.
+    Built from a :class:`~beam_dsl.ir.features.FeaturesConfig` (docs/IR.md,
+    "FEATURES"): Beam YAML passes its fields as keyword arguments, Python
+    uses :meth:`from_config`. ``shards`` (a run-time option) is how many keys
+    the entities are hashed to for the shuffle.
     """
 
-    def __init__(
-        self,
-        name: str,
-        entity: list[str],
-        timestamp: str,
-        where: dict[str, Any] | None,
-        windows: list[dict[str, Any]],
-        select: list[dict[str, Any]],
-        ttl_s: float | None = None,
-        allowed_lateness_s: float = 0.0,
-        online: str | None = None,
-        offline: str | None = None,
-        shards: int = DEFAULT_SHARDS,
-    ):
-        beam.PTransform.__init__(self)  # until built from FeaturesConfig
-        self._config = {
-            "name": name, "entity": list(entity), "timestamp": timestamp, "where": where,
-            "windows": list(windows), "select": list(select), "ttl_s": ttl_s,
-            "allowed_lateness_s": allowed_lateness_s,
-        }
-        if online is not None:
-            check_online_uri(online)
-        self._online, self._offline, self._shards = online, offline, shards
+    config_class = FeaturesConfig
+    config: FeaturesConfig
 
     def expand(self, pcoll: beam.PCollection) -> dict[str, beam.PCollection]:
-        name = self._config["name"]
+        config = self.config
         fields = schema_fields(pcoll.element_type)
         if fields is None:
-            raise config_error(name, E_COLUMN, "FEATURES needs rows with a schema; its input "
+            raise config.error(E_COLUMN, "FEATURES needs rows with a schema; its input "
                                f"has type {pcoll.element_type}")
-        plan = FeaturePlan.build(self._config, fields)
-        batches = runs_batches(pcoll.pipeline)
+        plan = FeaturePlan.build(config, fields)
         if not pcoll.is_bounded:
-            keyed = pcoll | "KeyEvents" >> beam.ParDo(_KeyEvents(plan))
-            windowed = (
-                select(keyed, "events", "Events")
-                | "Windows" >> beam.ParDo(_StreamWindows(plan))
-            )
-            frames = select(windowed, "frames", "Frames")
-            errors = (
-                select(keyed, "errors", "BadRows"),
-                select(windowed, "errors", "LateRows"),
-            ) | "Errors" >> beam.Flatten()
-        elif batches:
-            staged = pcoll | "Panes" >> beam.ParDo(_PaneStates(plan, self._shards))
-            frames = (
-                select(staged, "panes", "SelectPanes")
-                | "Shuffle" >> beam.GroupByKey()
-                | "Rollup" >> beam.ParDo(_Rollup(plan))
-            )
-            errors = select(staged, "errors", "Errors")
+            frames, errors = _streamed(pcoll, plan)
         else:
-            shards = self._shards
-            entity = plan.entity
-            staged = (
-                pcoll
-                | "Shard" >> beam.Map(
-                    lambda row: (zlib.crc32(_key_of(_row_dict(row), entity).encode()) % shards,
-                                 row))
-                | "Shuffle" >> beam.GroupByKey()
-                | "Windows" >> beam.ParDo(_ShardWindows(plan))
+            frames, errors = by_runner(
+                pcoll,
+                batched=lambda: _batched(pcoll, plan, config.shards),
+                portable=lambda: _portable(pcoll, plan, config.shards),
             )
-            frames = select(staged, "frames", "Frames")
-            errors = select(staged, "errors", "Errors")
         output_type = row_type(plan.output_fields())
-        main = frames | "Rows" >> (
-            beam.ParDo(_FrameBatches(output_type)) if batches
-            else beam.ParDo(_FrameRows()).with_output_types(output_type)
+        main = frames | "Rows" >> by_runner(
+            pcoll,
+            batched=lambda: beam.ParDo(_FrameBatches(output_type)),
+            portable=lambda: beam.ParDo(_FrameRows()).with_output_types(output_type),
         )
         errors.element_type = ERROR_ROW_TYPE
         outputs = {"main": main, "errors": errors}
-        if self._online:
+        if config.online:
             outputs["online"] = frames | "Online" >> beam.ParDo(
-                _WriteOnline(self._online, plan)).with_output_types(STORE_ROW_TYPE)
-        if self._offline:
+                _WriteOnline(config.online, plan)).with_output_types(STORE_ROW_TYPE)
+        if config.offline:
             outputs["offline"] = frames | "Offline" >> beam.ParDo(
-                _WriteOffline(self._offline, plan.output_fields())
+                _WriteOffline(config.offline, plan.output_fields())
             ).with_output_types(STORE_ROW_TYPE)
         return outputs
 
+
+# Each way of placing the plan: input rows -> (frames of window rows tagged with a part name,
+# error rows).
+
+
+def _streamed(pcoll: beam.PCollection, plan: FeaturePlan) -> tuple[Any, Any]:
+    """An unbounded input: a stateful DoFn per entity, rows emitted on event-time timers."""
+    keyed = pcoll | "KeyEvents" >> beam.ParDo(_KeyEvents(plan))
+    windowed = select(keyed, "events", "Events") | "Windows" >> beam.ParDo(_StreamWindows(plan))
+    errors = (
+        select(keyed, "errors", "BadRows"),
+        select(windowed, "errors", "LateRows"),
+    ) | "Errors" >> beam.Flatten()
+    return select(windowed, "frames", "Frames"), errors
+
+
+def _batched(pcoll: beam.PCollection, plan: FeaturePlan, shards: int) -> tuple[Any, Any]:
+    """Runners with batched DoFns: panes per frame, shuffled by shard, rolled up into windows."""
+    staged = pcoll | "Panes" >> beam.ParDo(_PaneStates(plan, shards))
+    frames = (
+        select(staged, "panes", "SelectPanes")
+        | "Shuffle" >> beam.GroupByKey()
+        | "Rollup" >> beam.ParDo(_Rollup(plan))
+    )
+    return frames, select(staged, "errors", "Errors")
+
+
+def _portable(pcoll: beam.PCollection, plan: FeaturePlan, shards: int) -> tuple[Any, Any]:
+    """Other runners: rows shuffled by shard, made frames and windows after the shuffle."""
+    entity = plan.entity
+    staged = (
+        pcoll
+        | "Shard" >> beam.Map(
+            lambda row: (zlib.crc32(_key_of(_row_dict(row), entity).encode()) % shards, row))
+        | "Shuffle" >> beam.GroupByKey()
+        | "Windows" >> beam.ParDo(_ShardWindows(plan))
+    )
+    return select(staged, "frames", "Frames"), select(staged, "errors", "Errors")

@@ -64,12 +64,38 @@ def _refuse_ints(what: str, args: Iterable[Any]) -> None:
             raise TemplateLimit(f"{what} of {arg} is over the limit of {MAX_OUTPUT:,}")
 
 
+_CONTAINERS = (list, tuple, set, frozenset, dict)
+
+
+def _weight(value: Any, limit: int = MAX_OUTPUT) -> int:
+    """About how many characters ``value`` prints as: string lengths plus one per
+    item, nested containers counted each time they appear. Stops past ``limit``."""
+    total, stack = 0, [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, (str, bytes)):
+            total += len(item)
+        elif isinstance(item, _CONTAINERS):
+            total += len(item)
+            items = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend(i for i in items if isinstance(i, (str, bytes, *_CONTAINERS)))
+    return total
+
+
 def _sized(value: Any) -> Any:
-    if isinstance(value, (str, bytes, list, tuple, dict, set)) and len(value) > MAX_OUTPUT:
+    if isinstance(value, (str, bytes, *_CONTAINERS)) and _weight(value) > MAX_OUTPUT:
         raise TemplateLimit(f"a value longer than {MAX_OUTPUT:,} characters or items")
     if isinstance(value, int) and value.bit_length() > _MAX_BITS:
         raise TemplateLimit(f"an integer of more than {_MAX_BITS:,} bits")
     return value
+
+
+def _sized_args(args: Iterable[Any]) -> list[Any]:
+    """``args`` as a list, each checked: a call must not get to build something huge."""
+    args = list(args)
+    for arg in args:
+        _sized(arg)
+    return args
 
 
 class _FolderLoader(jinja2.BaseLoader):
@@ -79,8 +105,15 @@ class _FolderLoader(jinja2.BaseLoader):
         self.root = os.path.realpath(folder)
 
     def get_source(self, environment, template: str) -> tuple[str, str, Callable[[], bool]]:
-        path = os.path.realpath(os.path.join(self.root, *split_template_path(template)))
-        if os.path.commonpath([self.root, path]) != self.root or not os.path.isfile(path):
+        try:  # refuses '..' segments
+            path = os.path.realpath(os.path.join(self.root, *split_template_path(template)))
+        except jinja2.TemplateNotFound:
+            path = ""
+        if (
+            not path
+            or os.path.commonpath([self.root, path]) != self.root
+            or not os.path.isfile(path)
+        ):
             raise jinja2.TemplateNotFound(
                 template, f"no template '{template}' in the pipeline's folder"
             )
@@ -113,7 +146,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         self.steps += 1
         if self.steps > MAX_STEPS:
             raise TemplateLimit(f"more than {MAX_STEPS:,} loop iterations and calls")
-        if self.steps % 512 == 0 and time.monotonic() > self.deadline:
+        if time.monotonic() > self.deadline:
             raise TemplateLimit(f"rendering took longer than {MAX_SECONDS:g} s")
 
     def loop(self, iterable: Iterable[Any]) -> Iterator[Any]:
@@ -149,19 +182,21 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     # -- calls, filters, operators
     def call(__self, __context, __obj, *args, **kwargs):  # Jinja's own signature
         __self.step()
+        values = _sized_args([*args, *kwargs.values()])
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, (str, bytes)) and getattr(__obj, "__name__", "") in _PADDING:
-            _refuse_ints("a width", [*args, *kwargs.values()])
+            _refuse_ints("a width", values)
         return _sized(super().call(__context, __obj, *args, **kwargs))
 
     def _checked(self, name: str, func: Callable) -> Callable:
         @functools.wraps(func)  # keeps Jinja's pass_context / pass_environment marks
         def checked(*args, **kwargs):
             self.step()
+            values = _sized_args([*args, *kwargs.values()])
             if name in _PADDING:
-                _refuse_ints("a width", [*args, *kwargs.values()])
+                _refuse_ints("a width", values)
             if name == "format" and args and isinstance(args[0], str):
-                _refuse_widths(args[0], [*args[1:], *kwargs.values()])
+                _refuse_widths(args[0], values[1:])
             return _sized(func(*args, **kwargs))
 
         return checked
@@ -182,7 +217,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         if operator == "*":
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, bytes, list, tuple)) and isinstance(n, int):
-                    if len(seq) * n > MAX_OUTPUT:
+                    if _weight(seq) * n > MAX_OUTPUT:
                         raise TemplateLimit(f"a value longer than {MAX_OUTPUT:,} characters")
             if isinstance(left, int) and isinstance(right, int):
                 if left.bit_length() + right.bit_length() > _MAX_BITS:

@@ -76,6 +76,16 @@ class Diagnostic:
                 if self.span.end_line == self.span.line
                 else len(text)
             )
+            if len(text) > _SHOWN:  # a long line: a window around the caret
+                left = max(0, min(start - 40, len(text) - _SHOWN))
+                right = left + _SHOWN
+                text = (
+                    ("..." if left else "")
+                    + text[left:right]
+                    + ("..." if right < len(text) else "")
+                )
+                shift = left - (3 if left else 0)
+                start, end = start - shift, min(end - shift, len(text))
             lines.append("    " + text)
             lines.append("    " + " " * start + "^" * max(1, end - start))
         if self.hint:
@@ -95,6 +105,9 @@ class Diagnostic:
             "end_column": span.end_column if span else None,
             "hint": self.hint,
         }
+
+
+_SHOWN = 160  # characters of a source line shown at most
 
 
 def _printable(line: str) -> str:

@@ -231,7 +231,7 @@ def validate(doc: YamlDocument, schema: dict) -> list[Diagnostic]:
         best = jsonschema.exceptions.best_match([error])
         path = tuple(best.absolute_path)
         where = "/".join(str(p) for p in path) or "top level"
-        message = best.message
+        message = _message(best)
         if best.validator == "additionalProperties":
             for key in _unexpected_keys(best):
                 out.append(
@@ -245,6 +245,24 @@ def validate(doc: YamlDocument, schema: dict) -> list[Diagnostic]:
             continue
         out.append(doc.source.diagnostic("E103", f"{message} (at {where})", doc.span(path)))
     return out
+
+
+def _shown(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:56] + "..." + shown[-1]
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    """jsonschema's message, with the offending value cut short and, for a value
+    that fits no branch of a oneOf, the types it may have."""
+    if error.validator == "oneOf":
+        types = [sub["type"] for sub in error.validator_value if isinstance(sub.get("type"), str)]
+        if len(types) == len(error.validator_value):
+            return f"{_shown(error.instance)} is not of type {' or '.join(map(repr, types))}"
+    shown = repr(error.instance)
+    if error.message.startswith(shown):
+        return _shown(error.instance) + error.message[len(shown) :]
+    return error.message
 
 
 def _unexpected_keys(error: jsonschema.ValidationError) -> list[str]:

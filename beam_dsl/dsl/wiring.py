@@ -126,8 +126,8 @@ class _Wiring:
             message = f"input '{name}' names {len(found)} transforms"
             self.error("E109", message, path, "give each a distinct `name:` and use that")
             return None
-        target = scope.transforms[found[0]]
-        stmt = self.statements.get(target.get("type"))
+        kind = scope.transforms[found[0]].get("type")
+        stmt = self.statements.get(kind) if isinstance(kind, str) else None
         outputs = spec_outputs(stmt) if output and stmt is not None else None
         if outputs is not None and output not in outputs:
             hint = did_you_mean(output, outputs) or f"its outputs are {', '.join(outputs)}"

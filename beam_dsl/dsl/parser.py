@@ -23,7 +23,7 @@ from lark import Token, Transformer, v_args
 from beam_dsl.diagnostics import Diagnostic, Source, Span
 from beam_dsl.dsl import ast
 
-MAX_DEPTH = 64  # levels of one statement's syntax tree (a chain of 60 ORs)
+MAX_DEPTH = 64  # levels of one statement's syntax tree (about 60 terms joined by OR)
 _MAX_INT = 2**63
 _NEWLINES = re.compile(r"\r\n?")  # lark counts lines by '\n' only
 

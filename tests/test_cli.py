@@ -176,7 +176,7 @@ def test_files_over_the_size_limit_are_e006(tmp_path, capsys):
     for name in ("big.bdsl", "pipeline.yaml"):
         code, out = run_cli("lint", str(tmp_path / name))
         assert code == 1
-        assert f"{name}: error[E006]: the file is larger than 1,000,000 bytes" in out
+        assert f"{name}: error[E006]: the file is larger than {MAX_FILE_BYTES:,} bytes" in out
 
 
 def test_syntax_error_recovery_is_one_pass(tmp_path, monkeypatch):
@@ -190,7 +190,7 @@ def test_syntax_error_recovery_is_one_pass(tmp_path, monkeypatch):
     monkeypatch.setattr(
         lark_parser, "parse", lambda *a, **k: calls.append(1) or real_parse(*a, **k)
     )
-    good = SPEC.replace("TRAIN t", "TRAIN good{}")
+    good = "MODEL good{} SKLEARN 'm.skops' OUTPUT y;\n"
     broken = "TRAIN t{} FEATURES a LABEL b USING ;\n"
     text = "".join((broken if i % 2 else good).format(i) for i in range(8000))
     (tmp_path / "s.bdsl").write_text(text)

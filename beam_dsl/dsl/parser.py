@@ -115,6 +115,11 @@ class _ToAst(Transformer):
         super().__init__()
         self.source = source
         self.diagnostics = diagnostics
+        # lark's v_args builds a new wrapper (functools.update_wrapper) on every
+        # method lookup, once per tree node: bind each rule method once instead.
+        for name, method in vars(_ToAst).items():
+            if hasattr(method, "visit_wrapper"):
+                setattr(self, name, getattr(self, name))
 
     def _kwargs_once(self, kwargs: tuple[ast.Kwarg, ...]) -> None:
         first: dict[str, ast.Kwarg] = {}
@@ -561,8 +566,9 @@ def _too_deep(tree: lark.Tree) -> lark.Tree | None:
     return None
 
 
-def _build(tree: lark.Tree, source: Source, diagnostics: list[Diagnostic]) -> ast.Statement | None:
+def _build(tree: lark.Tree, builder: _ToAst) -> ast.Statement | None:
     """One statement's AST, or None (and a diagnostic) when it cannot be built."""
+    source, diagnostics = builder.source, builder.diagnostics
     deep = _too_deep(tree)
     if deep is not None:
         meta = tree.meta if deep.meta.empty else deep.meta
@@ -571,7 +577,7 @@ def _build(tree: lark.Tree, source: Source, diagnostics: list[Diagnostic]) -> as
         diagnostics.append(source.diagnostic("E007", message, _span(meta), hint))
         return None
     try:
-        return _ToAst(source, diagnostics).transform(tree)
+        return builder.transform(tree)
     except lark.exceptions.VisitError as exc:
         if not isinstance(exc.orig_exc, _StatementError):
             raise
@@ -586,5 +592,6 @@ def parse(text: str, path: str = "<spec>") -> tuple[ast.SpecFile, list[Diagnosti
     source = Source(path, _NEWLINES.sub("\n", text))
     diagnostics: list[Diagnostic] = []
     tree = _lark().parse(source.text, on_error=functools.partial(_recover, source, diagnostics))
-    statements = [_build(child, source, diagnostics) for child in tree.children]
+    builder = _ToAst(source, diagnostics)
+    statements = [_build(child, builder) for child in tree.children]
     return ast.SpecFile(path, tuple(s for s in statements if s is not None)), diagnostics

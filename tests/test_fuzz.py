@@ -221,46 +221,53 @@ def byte_mutants(draw, seeds: list[bytes]) -> bytes:
     return bytes(data)
 
 
+def _edit(draw, items: list, edits: dict) -> list:
+    """1-4 edits of ``items``: delete, duplicate or swap items, or one of ``edits``
+    (name -> function of the index)."""
+    for _ in range(draw(st.integers(1, 4))):
+        i = draw(st.integers(0, len(items) - 1))
+        op = draw(st.sampled_from(["delete", "duplicate", "swap", *edits]))
+        if op == "delete" and len(items) > 1:
+            del items[i]
+        elif op == "duplicate":
+            items.insert(i, items[i])
+        elif op == "swap":
+            j = draw(st.integers(0, len(items) - 1))
+            items[i], items[j] = items[j], items[i]
+        elif op in edits:
+            edits[op](i)
+    return items
+
+
 @st.composite
 def token_mutants(draw) -> str:
     tokens = _TOKEN.findall(SPEC.decode("utf-8"))
-    for _ in range(draw(st.integers(1, 6))):
-        i = draw(st.integers(0, len(tokens) - 1))
-        op = draw(st.sampled_from(["delete", "duplicate", "swap", "replace", "insert"]))
-        if op == "delete":
-            del tokens[i]
-        elif op == "duplicate":
-            tokens.insert(i, tokens[i])
-        elif op == "swap":
-            j = draw(st.integers(0, len(tokens) - 1))
-            tokens[i], tokens[j] = tokens[j], tokens[i]
-        else:
-            new = " " + draw(st.sampled_from(SPEC_TOKENS)) + " "
-            tokens[i : i + (op == "replace")] = [new]
-    return "".join(tokens)
+
+    def token() -> str:
+        return " " + draw(st.sampled_from(SPEC_TOKENS)) + " "
+
+    edits = {
+        "replace": lambda i: tokens.__setitem__(i, token()),
+        "insert": lambda i: tokens.insert(i, token()),
+    }
+    return "".join(_edit(draw, tokens, edits))
 
 
 @st.composite
 def line_mutants(draw, seeds: list[str]) -> str:
     lines = draw(st.sampled_from(seeds)).splitlines(keepends=True)
-    for _ in range(draw(st.integers(1, 4))):
-        i = draw(st.integers(0, len(lines) - 1))
-        op = draw(st.sampled_from(["delete", "duplicate", "swap", "value", "indent", "insert"]))
-        if op == "delete" and len(lines) > 1:
-            del lines[i]
-        elif op == "duplicate":
-            lines.insert(i, lines[i])
-        elif op == "swap":
-            j = draw(st.integers(0, len(lines) - 1))
-            lines[i], lines[j] = lines[j], lines[i]
-        elif op == "value" and ": " in lines[i]:
-            key = lines[i].split(": ", 1)[0]
-            lines[i] = f"{key}: {draw(st.sampled_from(YAML_VALUES))}\n"
-        elif op == "indent":
-            lines[i] = " " * draw(st.sampled_from([0, 1, 2, 4, 6])) + lines[i].lstrip(" ")
-        else:
-            lines.insert(i, f"x{i}: {draw(st.sampled_from(YAML_VALUES))}\n")
-    return "".join(lines)
+
+    def value(i: int) -> None:
+        if ": " in lines[i]:
+            lines[i] = f"{lines[i].split(': ', 1)[0]}: {draw(st.sampled_from(YAML_VALUES))}\n"
+
+    def indent(i: int) -> None:
+        lines[i] = " " * draw(st.sampled_from([0, 1, 2, 4, 6])) + lines[i].lstrip(" ")
+
+    def insert(i: int) -> None:
+        lines.insert(i, f"x{i}: {draw(st.sampled_from(YAML_VALUES))}\n")
+
+    return "".join(_edit(draw, lines, {"value": value, "indent": indent, "insert": insert}))
 
 
 def _pipeline_seeds() -> list[bytes]:
@@ -274,7 +281,7 @@ def _pipeline_seeds() -> list[bytes]:
 # ---------------------------------------------------------------- the properties
 
 
-@settings(max_examples=900, **SETTINGS)
+@settings(max_examples=700, **SETTINGS)
 @given(byte_mutants([SPEC]))
 def test_spec_byte_mutations_never_crash(tmp_path_factory, data):
     path = tmp_path_factory.getbasetemp() / "mutant.bdsl"
@@ -282,7 +289,7 @@ def test_spec_byte_mutations_never_crash(tmp_path_factory, data):
     lint(str(path))
 
 
-@settings(max_examples=1000, **SETTINGS)
+@settings(max_examples=800, **SETTINGS)
 @given(token_mutants())
 def test_spec_token_mutations_never_crash(tmp_path_factory, text):
     path = tmp_path_factory.getbasetemp() / "mutant.bdsl"

@@ -8,7 +8,7 @@ of YAML. Each mutant is linted in-process; the exit code must be 0, 1 or 2 and
 nothing may print a traceback (exit 123 is the internal-error path).
 
 Deterministic (``derandomize``, no example database): the same cases run every
-time, a few thousand in all, in well under a minute here.
+time: 2,500 cases, about 30 s of CPU here.
 """
 
 from __future__ import annotations

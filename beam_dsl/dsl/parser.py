@@ -88,8 +88,9 @@ def _number(text: str, span: Span) -> int | float:
     """An int or float literal's value; E008 when it does not fit 64 bits / a float."""
     if "." not in text and "e" not in text.lower():
         # len() first: int() refuses more than 4,300 digits with a ValueError.
-        if len(text.lstrip("0")) <= 19 and int(text) < _MAX_INT:
-            return int(text)
+        digits = text.lstrip("0") or "0"
+        if len(digits) <= 19 and int(digits) < _MAX_INT:
+            return int(digits)
     else:
         value = float(text)
         if math.isfinite(value):

@@ -244,22 +244,20 @@ def _template_line(exc: BaseException) -> int | None:
 
 
 def _diagnostic(source: Source, exc: Exception) -> Diagnostic:
+    what = "template variable" if isinstance(exc, jinja2.UndefinedError) else "template error"
+    detail = getattr(exc, "message", None) or str(exc)
+    if len(detail) > 200:  # a message may quote a huge value
+        detail = detail[:197] + "..."
     if isinstance(exc, jinja2.TemplateSyntaxError):
         if exc.filename and exc.filename != "<template>":
-            message = (
-                f"template error in {exc.name or exc.filename}, line {exc.lineno}: {exc.message}"
-            )
-            return source.diagnostic("E102", message, None)
-        span = Span.point(exc.lineno, 1, len(source.line(exc.lineno) or " "))
-        return source.diagnostic("E102", f"template error: {exc.message}", span)
-    line = _template_line(exc)
+            where = f"{exc.name or exc.filename}, line {exc.lineno}"
+            return source.diagnostic("E102", f"{what} in {where}: {detail}", None)
+        line = exc.lineno
+    else:
+        line = _template_line(exc)
     span = Span.point(line, 1, len(source.line(line) or " ")) if line else None
-    if isinstance(exc, jinja2.UndefinedError):
-        hint = "pass it with --var NAME=VALUE"
-        return source.diagnostic("E102", f"template variable: {exc.message}", span, hint)
-    if isinstance(exc, jinja2.TemplateNotFound):
-        return source.diagnostic("E102", f"template error: {exc.message}", span)
-    return source.diagnostic("E102", f"template error: {exc}", span)
+    hint = "pass it with --var NAME=VALUE" if isinstance(exc, jinja2.UndefinedError) else None
+    return source.diagnostic("E102", f"{what}: {detail}", span, hint)
 
 
 def render(source: Source, variables: dict[str, Any], folder: str) -> tuple[str, list[Diagnostic]]:

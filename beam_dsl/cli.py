@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import traceback
@@ -59,23 +60,35 @@ def cmd_lint(args: argparse.Namespace, out: TextIO) -> int:
     from beam_dsl.dsl.compiler import check_spec_files, compile_pipeline
 
     variables = _variables(args.var)
-    specs = [p for p in args.files if p.endswith(".bdsl")]
-    pipelines = [p for p in args.files if not p.endswith(".bdsl")]
     diagnostics: list[Diagnostic] = []
+    covered: set[str] = set()  # specs a pipeline listed: checked there, with its columns
+    for path in (p for p in args.files if not p.endswith(".bdsl")):
+        compilation = compile_pipeline(path, variables)
+        diagnostics.extend(compilation.diagnostics)
+        covered.update(os.path.realpath(p) for p in compilation.spec_paths)
+    specs = [p for p in args.files if p.endswith(".bdsl") and os.path.realpath(p) not in covered]
     if specs:
         diagnostics.extend(check_spec_files(specs).diagnostics)
-    for path in pipelines:
-        diagnostics.extend(compile_pipeline(path, variables).diagnostics)
     _report(diagnostics, args.format, out)
     if not diagnostics and args.format == "text":
         print(f"{len(args.files)} file{'s' if len(args.files) != 1 else ''} ok", file=out)
     return EXIT_DIAGNOSTICS if diagnostics else EXIT_OK
 
 
+def _pipeline_file(args: argparse.Namespace) -> str:
+    """``args.pipeline``, refused (a usage error) when it is a spec."""
+    if args.pipeline.endswith(".bdsl"):
+        raise argparse.ArgumentTypeError(
+            f"{args.command} takes a pipeline.yaml; got a spec ({args.pipeline}): "
+            "list it under specs: in a pipeline.yaml, or check it with lint"
+        )
+    return args.pipeline
+
+
 def cmd_compile(args: argparse.Namespace, out: TextIO) -> int:
     from beam_dsl.dsl.compiler import compile_pipeline
 
-    compilation = compile_pipeline(args.pipeline, _variables(args.var))
+    compilation = compile_pipeline(_pipeline_file(args), _variables(args.var), check_data=False)
     if not compilation.ok:
         _report(compilation.diagnostics, args.format, sys.stderr)
         return EXIT_DIAGNOSTICS
@@ -88,10 +101,11 @@ def cmd_compile(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    pipeline = _pipeline_file(args)
     from beam_dsl.runner import run_pipeline
 
     summary = run_pipeline(
-        args.pipeline,
+        pipeline,
         runner=args.runner,
         variables=_variables(args.var),
         beam_args=args.beam_args,

@@ -127,3 +127,87 @@ def test_language_md_examples_are_the_golden_spec():
     ) as f:
         golden = f.read()
     assert golden.split("\n", 1)[1] == "\n".join(blocks)
+
+
+SPEC = "TRAIN t FEATURES a LABEL b USING sklearn.dummy.DummyClassifier SAVE TO 'm.skops';\n"
+PIPELINE = (
+    "specs: [s.bdsl]\npipeline:\n  transforms:\n"
+    "    - type: ReadFromCsv\n      name: src\n      config: {path: in.csv}\n"
+    "    - type: t\n      input: src\n"
+)
+
+
+def test_lint_spec_and_pipeline_reports_each_problem_once(tmp_path, monkeypatch):
+    """`lint spec.bdsl pipeline.yaml` (as the README shows): the spec is checked
+    once, through the pipeline that lists it (which knows the CSV's columns)."""
+    (tmp_path / "s.bdsl").write_text(SPEC.replace("LABEL b", "LABEL q USING x.Y HOLDOUT 2x"))
+    (tmp_path / "pipeline.yaml").write_text(PIPELINE)
+    (tmp_path / "in.csv").write_text("a,b\n1,0\n")
+    (tmp_path / "other.bdsl").write_text("MODEL m SKLEARN 'm.skops' OUTPUT y OUTPUT z;\n")
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli("lint", "--format", "json", "s.bdsl", "pipeline.yaml", "other.bdsl")
+    assert code == 1
+    found = sorted((d["file"], d["line"], d["column"], d["code"]) for d in json.loads(out))
+    assert found == [
+        ("other.bdsl", 1, 36, "E206"),
+        ("s.bdsl", 1, 26, "E201"),  # known only through the pipeline's CSV
+        ("s.bdsl", 1, 46, "E213"),
+        ("s.bdsl", 1, 49, "E206"),
+    ]
+
+
+@pytest.mark.parametrize("command", ["run", "compile"])
+def test_run_and_compile_take_a_pipeline_not_a_spec(tmp_path, capsys, command):
+    (tmp_path / "s.bdsl").write_text("TRAIN secret_statement_text FEATURES a;\n")
+    code, out = run_cli(command, str(tmp_path / "s.bdsl"))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{command} takes a pipeline.yaml; got a spec" in err
+    assert "secret_statement_text" not in err + out
+
+
+def test_files_over_the_size_limit_are_e006(tmp_path, capsys):
+    from beam_dsl.diagnostics import MAX_FILE_BYTES
+
+    statement = SPEC.replace("TRAIN t", "TRAIN t{}")
+    count = MAX_FILE_BYTES // len(statement) + 1
+    (tmp_path / "big.bdsl").write_text("".join(statement.format(i) for i in range(count)))
+    (tmp_path / "pipeline.yaml").write_text("# " + "x" * MAX_FILE_BYTES + "\n" + PIPELINE)
+    for name in ("big.bdsl", "pipeline.yaml"):
+        code, out = run_cli("lint", str(tmp_path / name))
+        assert code == 1
+        assert f"{name}: error[E006]: the file is larger than {MAX_FILE_BYTES:,} bytes" in out
+
+
+def test_syntax_error_recovery_is_one_pass(tmp_path, monkeypatch):
+    """4,000 broken statements: one diagnostic each, from a single parse of the
+    file (the old recovery re-parsed the rest of the file after every error)."""
+    from beam_dsl.dsl import parser
+
+    lark_parser = parser._lark()
+    calls = []
+    real_parse = lark_parser.parse
+    monkeypatch.setattr(
+        lark_parser, "parse", lambda *a, **k: calls.append(1) or real_parse(*a, **k)
+    )
+    good = "MODEL good{} SKLEARN 'm.skops' OUTPUT y;\n"
+    broken = "TRAIN t{} FEATURES a LABEL b USING ;\n"
+    text = "".join((broken if i % 2 else good).format(i) for i in range(8000))
+    (tmp_path / "s.bdsl").write_text(text)
+    code, out = run_cli("lint", "--format", "json", str(tmp_path / "s.bdsl"))
+    assert code == 1
+    items = json.loads(out)
+    assert [d["line"] for d in items] == list(range(2, 8001, 2))
+    assert {d["code"] for d in items} == {"E001"}
+    assert calls == [1]
+
+
+def test_lint_and_run_check_local_data_but_compile_does_not(tmp_path, capsys):
+    (tmp_path / "s.bdsl").write_text(SPEC)
+    (tmp_path / "pipeline.yaml").write_text(PIPELINE)
+    code, out = run_cli("lint", str(tmp_path / "pipeline.yaml"))
+    assert code == 1
+    assert "error[E112]: no file matches 'in.csv'" in out
+    code, out = run_cli("compile", str(tmp_path / "pipeline.yaml"))
+    assert code == 0
+    assert "path: in.csv" in out

@@ -2,24 +2,24 @@
 
 ``lint`` and ``compile`` both run :func:`compile_pipeline` (or
 :func:`check_spec_files` for bare ``.bdsl`` files); only ``run`` goes on to
-Beam.
+Beam. Every mistake in the files is a diagnostic: a pipeline.yaml of any shape,
+or specs of any content, never raises here.
 """
 
 from __future__ import annotations
 
-import csv
-import glob
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from beam_dsl.diagnostics import Diagnostic, Source, did_you_mean
-from beam_dsl.dsl import ast
+from beam_dsl.diagnostics import Diagnostic, Source, did_you_mean, read_source
+from beam_dsl.dsl import ast, templates
 from beam_dsl.dsl.checks import check_names, check_spec
 from beam_dsl.dsl.codegen import generate, used_types
 from beam_dsl.dsl.lower import CONFIG_CLASSES, TransformDef, lower_spec
 from beam_dsl.dsl.parser import parse
-from beam_dsl.dsl.yamlfile import YamlDocument, load_schema, load_yaml, render_jinja, validate
+from beam_dsl.dsl.wiring import check_wiring, read_csv_inputs
+from beam_dsl.dsl.yamlfile import YamlDocument, load_schema, load_yaml, validate
 from beam_dsl.ir import Config
 
 # Pipeline-level transform types that are not providers' transforms.
@@ -33,22 +33,21 @@ class Compilation:
     defs: dict[str, TransformDef] = field(default_factory=dict)
     pipeline_dir: str = "."
     types: set[str] = field(default_factory=set)  # every transform type the pipeline uses
+    spec_paths: list[str] = field(default_factory=list)  # the specs it read
 
     @property
     def ok(self) -> bool:
         return not any(d.severity == "error" for d in self.diagnostics)
 
 
-def read_text(path: str) -> str:
-    """Reads a file; I/O problems propagate as OSError (the CLI maps them to exit 2)."""
-    with open(path, encoding="utf-8") as f:
-        return f.read()
-
-
 def _parse_specs(paths: list[str]) -> tuple[list[tuple[ast.SpecFile, Source]], list[Diagnostic]]:
+    """Reads and parses spec files; I/O errors propagate as OSError (CLI arguments)."""
     parsed, diagnostics = [], []
     for path in paths:
-        source = Source(path, read_text(path))
+        source, problem = read_source(path)
+        if problem is not None:
+            diagnostics.append(problem)
+            continue
         spec, syntax = parse(source.text, path)
         diagnostics.extend(syntax)
         parsed.append((spec, source))
@@ -84,7 +83,7 @@ def _walk(node: dict, path: tuple):
         if not isinstance(child, dict):
             continue  # the schema check reported it
         child_path = path + ("transforms", i)
-        yield child, child_path, node["transforms"]
+        yield child, child_path, children
         yield from _walk(child, child_path)
     for key in ("source", "sink"):
         if isinstance(node.get(key), dict):
@@ -92,71 +91,123 @@ def _walk(node: dict, path: tuple):
             yield from _walk(node[key], path + (key,))
 
 
-def _input_columns(transform: dict, siblings: list[dict], pipeline_dir: str) -> list[str] | None:
+def _input_columns(
+    transform: dict, siblings: list, headers: dict[int, list[str]]
+) -> list[str] | None:
     """The columns of a transform's input when it reads a local CSV file directly."""
     ref = transform.get("input")
-    if not isinstance(ref, str):
-        return None
-    for other in siblings:
-        if other.get("name", other.get("type")) == ref and other.get("type") == "ReadFromCsv":
-            path = (other.get("config") or {}).get("path")
-            if not isinstance(path, str):
-                return None
-            matches = sorted(glob.glob(os.path.join(pipeline_dir, path)))
-            if not matches:
-                return None
-            with open(matches[0], newline="", encoding="utf-8") as f:
-                header = next(csv.reader(f), None)
-            return [h.strip() for h in header] if header else None
+    for other in siblings if isinstance(ref, str) else ():
+        if isinstance(other, dict) and other.get("name", other.get("type")) == ref:
+            return headers.get(id(other))
     return None
 
 
 def _provider_types(doc: dict) -> set[str]:
     types: set[str] = set()
-    for provider in doc.get("providers") or ():
+    providers = doc.get("providers")
+    for provider in providers if isinstance(providers, list) else ():
         if isinstance(provider, dict) and isinstance(provider.get("transforms"), dict):
             types |= set(provider["transforms"])
     return types
 
 
-def compile_pipeline(path: str, variables: dict[str, Any] | None = None) -> Compilation:
-    """Lints and compiles a pipeline.yaml and its specs."""
-    pipeline_dir = os.path.dirname(os.path.abspath(path))
-    raw = Source(path, read_text(path))
-    text, diagnostics = render_jinja(raw, variables or {})
+def _spec_entries(doc: YamlDocument, folder: str) -> tuple[list[str], list[Diagnostic]]:
+    """The spec files ``specs:`` lists (a string is a one-item list) that exist.
+
+    Only ``.bdsl`` entries are read (the schema reports the others), each once."""
+    specs = doc.data.get("specs")
+    entries = (
+        [(specs, ("specs",))]
+        if isinstance(specs, str)
+        else [
+            (spec, ("specs", i)) for i, spec in enumerate(specs if isinstance(specs, list) else ())
+        ]
+    )
+    paths: list[str] = []
+    out: list[Diagnostic] = []
+    for spec, where in entries:
+        if not isinstance(spec, str) or not spec.endswith(".bdsl"):
+            continue
+        path = os.path.join(folder, spec)
+        if path in paths:
+            continue
+        if not os.path.isfile(path):
+            reason = "is not a file" if os.path.exists(path) else "not found"
+            out.append(
+                doc.source.diagnostic("E104", f"spec file '{spec}' {reason}", doc.span(where))
+            )
+            continue
+        paths.append(path)
+    return paths, out
+
+
+def _parse_listed_specs(
+    doc: YamlDocument, paths: list[str]
+) -> tuple[list[tuple[ast.SpecFile, Source]], list[Diagnostic]]:
+    """Like :func:`_parse_specs`, but a spec that cannot be read is E104, not OSError."""
+    parsed, out = [], []
+    for path in paths:
+        try:
+            found, diagnostics = _parse_specs([path])
+        except OSError as exc:
+            message = f"spec file '{path}' cannot be read: {exc.strerror or exc}"
+            out.append(doc.source.diagnostic("E104", message, None))
+            continue
+        parsed.extend(found)
+        out.extend(diagnostics)
+    return parsed, out
+
+
+def _load(
+    path: str, variables: dict[str, Any], folder: str
+) -> tuple[YamlDocument | None, list[Diagnostic]]:
+    """pipeline.yaml read, rendered (sandboxed Jinja), parsed and schema-checked."""
+    raw, problem = read_source(path)
+    if problem is not None:
+        return None, [problem]
+    text, diagnostics = templates.render(raw, variables, folder)
     if diagnostics:
-        return Compilation(diagnostics, pipeline_dir=pipeline_dir)
-    source = Source(path, text)
-    doc, diagnostics = load_yaml(source)
+        return None, diagnostics
+    doc, diagnostics = load_yaml(Source(path, text))
+    if doc is None:
+        return None, diagnostics
+    diagnostics += validate(doc, load_schema("pipeline.schema.json"))
+    if not isinstance(doc.data, dict) or not isinstance(doc.data.get("pipeline"), dict):
+        return None, diagnostics
+    return doc, diagnostics
+
+
+def compile_pipeline(
+    path: str, variables: dict[str, Any] | None = None, check_data: bool = True
+) -> Compilation:
+    """Lints and compiles a pipeline.yaml and its specs.
+
+    ``check_data`` also reports local CSV inputs that are missing or unreadable
+    (E112, E113): ``lint`` and ``run`` do; ``compile`` does not, as the compiled
+    file may run where its relative paths resolve elsewhere.
+    """
+    pipeline_dir = os.path.dirname(os.path.abspath(path))
+    doc, diagnostics = _load(path, variables or {}, pipeline_dir)
     if doc is None:
         return Compilation(diagnostics, pipeline_dir=pipeline_dir)
-    diagnostics = validate(doc, load_schema("pipeline.schema.json"))
-    if not isinstance(doc.data, dict) or not isinstance(doc.data.get("pipeline"), dict):
-        return Compilation(diagnostics, pipeline_dir=pipeline_dir)
 
-    spec_paths: list[str] = []
-    for i, spec in enumerate(doc.data.get("specs") or ()):
-        if not isinstance(spec, str):
-            continue  # the schema check reported it
-        spec_path = os.path.join(os.path.dirname(path), spec)
-        if not os.path.exists(spec_path):
-            diagnostics.append(
-                source.diagnostic("E104", f"spec file '{spec}' not found", doc.span(("specs", i)))
-            )
-        else:
-            spec_paths.append(spec_path)
-    parsed, syntax = _parse_specs(spec_paths)
-    diagnostics.extend(syntax)
-    declared = {s.name.name: type(s).__name__ for spec, _ in parsed for s in spec.statements}
+    spec_paths, missing = _spec_entries(doc, os.path.dirname(path))
+    parsed, syntax = _parse_listed_specs(doc, spec_paths)
+    diagnostics += missing + syntax
+    statements = {s.name.name: s for spec, _ in parsed for s in spec.statements}
 
+    transforms = [(t, p) for t, p, _ in _walk(doc.data["pipeline"], ("pipeline",))]
+    headers, data = read_csv_inputs(doc, transforms, pipeline_dir, check_data)
     columns: dict[str, list[str]] = {}
-    diagnostics.extend(_check_transforms(doc, declared, pipeline_dir, columns))
+    diagnostics += data + _check_transforms(doc, statements, headers, columns)
+    diagnostics += check_wiring(doc, statements)
     defs, semantic = _check_and_lower(parsed, columns)
-    diagnostics.extend(semantic)
+    diagnostics += semantic
     if diagnostics:
-        return Compilation(diagnostics, None, defs, pipeline_dir)
+        return Compilation(diagnostics, None, defs, pipeline_dir, spec_paths=spec_paths)
     yaml_text = generate(doc.data, defs, os.path.basename(path))
-    return Compilation([], yaml_text, defs, pipeline_dir, used_types(doc.data["pipeline"]))
+    types = used_types(doc.data["pipeline"])
+    return Compilation([], yaml_text, defs, pipeline_dir, types, spec_paths)
 
 
 def _check_options(
@@ -179,11 +230,14 @@ def _check_options(
 
 
 def _check_transforms(
-    doc: YamlDocument, declared: dict[str, str], pipeline_dir: str, columns: dict[str, list[str]]
+    doc: YamlDocument,
+    statements: dict[str, ast.Statement],
+    headers: dict[int, list[str]],
+    columns: dict[str, list[str]],
 ) -> list[Diagnostic]:
     """Transform types must be Beam YAML built-ins, provider transforms or declared names."""
     builtins = set(load_schema("beam_yaml_transforms.json")["transforms"])
-    known = builtins | set(declared) | _provider_types(doc.data) | _STRUCTURAL
+    known = builtins | set(statements) | _provider_types(doc.data) | _STRUCTURAL
     out = []
     for transform, path, siblings in _walk(doc.data["pipeline"], ("pipeline",)):
         kind = transform.get("type")
@@ -200,10 +254,11 @@ def _check_transforms(
                 )
             )
             continue
-        if kind not in declared:
+        if kind not in statements:
             continue
-        out.extend(_check_options(doc, transform, path, CONFIG_CLASSES[declared[kind]]))
-        found = _input_columns(transform, siblings, pipeline_dir)
+        config_class = CONFIG_CLASSES[type(statements[kind]).__name__]
+        out.extend(_check_options(doc, transform, path, config_class))
+        found = _input_columns(transform, siblings, headers)
         if found is not None:
             columns.setdefault(kind, found)
     return out

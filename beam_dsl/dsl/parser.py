@@ -1,13 +1,20 @@
 """Text -> AST: the lark LALR parser and the transformer that builds ast nodes.
 
-Syntax errors do not stop at the first one: after an error the parser skips
-to the end of that statement (the next top-level ``;``) and parses the rest,
-so one run reports a syntax error in every broken statement.
+Syntax errors do not stop at the first one: after an error the parser drops
+the broken statement, skips to its end (the next top-level ``;``) and goes on
+from there in the same pass, so one run reports a syntax error in every broken
+statement and the cost stays linear in the size of the file.
+
+Limits (each a coded diagnostic, never a crash): a statement's syntax tree
+nests at most :data:`MAX_DEPTH` levels (E007), integers stay below 2**63 and
+other numbers are finite (E008), a keyword argument is given once (E009).
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import re
 from importlib import resources
 
 import lark
@@ -15,6 +22,10 @@ from lark import Token, Transformer, v_args
 
 from beam_dsl.diagnostics import Diagnostic, Source, Span
 from beam_dsl.dsl import ast
+
+MAX_DEPTH = 64  # levels of one statement's syntax tree (about 60 terms joined by OR)
+_MAX_INT = 2**63
+_NEWLINES = re.compile(r"\r\n?")  # lark counts lines by '\n' only
 
 # Human names for terminals in "expected ..." messages.
 _TERMINAL_NAMES = {
@@ -65,9 +76,66 @@ def _unquote_string(text: str) -> str:
     return text[1:-1].replace("''", "'")
 
 
+class _StatementError(Exception):
+    """A statement that parsed but cannot be built (a number too large): it is dropped."""
+
+    def __init__(self, code: str, message: str, span: Span, hint: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.span, self.hint = code, message, span, hint
+
+
+def _number(text: str, span: Span) -> int | float:
+    """An int or float literal's value; E008 when it does not fit 64 bits / a float."""
+    if "." not in text and "e" not in text.lower():
+        # len() first: int() refuses more than 4,300 digits with a ValueError.
+        digits = text.lstrip("0") or "0"
+        if len(digits) <= 19 and int(digits) < _MAX_INT:
+            return int(digits)
+    else:
+        value = float(text)
+        if math.isfinite(value):
+            return value
+    shown = text if len(text) <= 24 else text[:20] + "..."
+    raise _StatementError(
+        "E008",
+        f"number {shown} is too large",
+        span,
+        "integers must be below 2**63 (9223372036854775808), other numbers below 1.8e308",
+    )
+
+
 @v_args(meta=True)
 class _ToAst(Transformer):
-    """Builds ast nodes from lark's tree, one method per grammar rule."""
+    """Builds ast nodes from lark's tree, one method per grammar rule.
+
+    Mistakes that keep the statement usable (a repeated keyword argument) go
+    to ``diagnostics``; those that do not raise :class:`_StatementError`.
+    """
+
+    def __init__(self, source: Source, diagnostics: list[Diagnostic]):
+        super().__init__()
+        self.source = source
+        self.diagnostics = diagnostics
+        # lark's v_args builds a new wrapper (functools.update_wrapper) on every
+        # method lookup, once per tree node: bind each rule method once instead.
+        for name, method in vars(_ToAst).items():
+            if hasattr(method, "visit_wrapper"):
+                setattr(self, name, getattr(self, name))
+
+    def _kwargs_once(self, kwargs: tuple[ast.Kwarg, ...]) -> None:
+        first: dict[str, ast.Kwarg] = {}
+        for kwarg in kwargs:
+            if kwarg.name in first:
+                where = first[kwarg.name].span
+                self.diagnostics.append(
+                    self.source.diagnostic(
+                        "E009",
+                        f"keyword argument '{kwarg.name}' is repeated",
+                        kwarg.span,
+                        f"the first one is at line {where.line}, column {where.column}",
+                    )
+                )
+            first.setdefault(kwarg.name, kwarg)
 
     # -- names and literals
     def name(self, meta, children):
@@ -92,9 +160,9 @@ class _ToAst(Transformer):
 
     def number(self, meta, children):
         (tok,) = children
-        if tok.type == "INT":
-            return ast.Literal(_span(meta), "int", int(tok), text=str(tok))
-        return ast.Literal(_span(meta), "float", float(tok), text=str(tok))
+        value = _number(str(tok), _span(meta))
+        kind = "int" if isinstance(value, int) else "float"
+        return ast.Literal(_span(meta), kind, value, text=str(tok))
 
     def negative(self, meta, children):
         (lit,) = children
@@ -110,7 +178,7 @@ class _ToAst(Transformer):
         i = 0
         while i < len(text) and (text[i].isdigit() or text[i] == "."):
             i += 1
-        number = float(text[:i]) if "." in text[:i] else int(text[:i])
+        number = _number(text[:i], _span(meta))
         return ast.Literal(_span(meta), "quantity", number, unit=text[i:], text=text)
 
     def boolean(self, meta, children):
@@ -131,6 +199,7 @@ class _ToAst(Transformer):
         arguments = [a for a in arguments if a is not None]
         args = tuple(a for a in arguments if not isinstance(a, ast.Kwarg))
         kwargs = tuple(a for a in arguments if isinstance(a, ast.Kwarg))
+        self._kwargs_once(kwargs)
         return ast.Call(_span(meta), func, args, kwargs, func_span)
 
     def call(self, meta, children):
@@ -191,7 +260,9 @@ class _ToAst(Transformer):
         return ast.WhereClause(_span(meta), "WHERE", children[0])
 
     def hints_clause(self, meta, children):
-        return ast.HintsClause(_span(meta), "HINTS", tuple(c for c in children if c))
+        hints = tuple(c for c in children if c)
+        self._kwargs_once(hints)
+        return ast.HintsClause(_span(meta), "HINTS", hints)
 
     # -- TRAIN
     def features_list(self, meta, children):
@@ -220,14 +291,18 @@ class _ToAst(Transformer):
     def holdout_clause(self, meta, children):
         fraction, seed = children
         return ast.HoldoutClause(
-            _span(meta), "HOLDOUT", fraction, int(seed) if seed is not None else None
+            _span(meta),
+            "HOLDOUT",
+            fraction,
+            _number(seed, _span(seed)) if seed is not None else None,
         )
 
     def metrics_clause(self, meta, children):
         return ast.MetricsClause(_span(meta), "METRICS", tuple(children))
 
     def min_rows_clause(self, meta, children):
-        return ast.MinRowsClause(_span(meta), "MIN ROWS", int(children[0]))
+        (rows,) = children
+        return ast.MinRowsClause(_span(meta), "MIN ROWS", _number(rows, _span(rows)))
 
     def gate_clause(self, meta, children):
         return ast.GateClause(_span(meta), "GATE", children[0])
@@ -265,9 +340,8 @@ class _ToAst(Transformer):
 
     def batch_clause(self, meta, children):
         low, high, wait = children
-        return ast.BatchClause(
-            _span(meta), "BATCH", int(low), int(high) if high is not None else None, wait
-        )
+        high = _number(high, _span(high)) if high is not None else None
+        return ast.BatchClause(_span(meta), "BATCH", _number(low, _span(low)), high, wait)
 
     def device_clause(self, meta, children):
         return ast.DeviceClause(_span(meta), "DEVICE", children[0])
@@ -397,9 +471,6 @@ class _ToAst(Transformer):
         name, *clauses = children
         return ast.Dataset(_span(meta), name, tuple(clauses))
 
-    def start(self, meta, children):
-        return tuple(children)
-
 
 def _describe_expected(expected: set[str]) -> str:
     names = sorted({_TERMINAL_NAMES.get(t, t.strip("_").replace("__ANON", "")) for t in expected})
@@ -424,6 +495,8 @@ def _syntax_diagnostic(source: Source, exc: lark.exceptions.LarkError) -> tuple[
         span = Span(
             tok.line, tok.column, tok.end_line or tok.line, tok.end_column or tok.column + len(tok)
         )
+        if source.text.startswith("/*", tok.start_pos):  # a closed one is a comment
+            return source.diagnostic("E004", "unterminated comment", span), tok.start_pos
         message = f"unexpected string {tok}" if tok.type == "STRING" else f"unexpected '{tok}'"
         hint = f"expected {_describe_expected(set(exc.expected))}"
         return source.diagnostic("E001", message, span, hint), tok.start_pos
@@ -432,8 +505,6 @@ def _syntax_diagnostic(source: Source, exc: lark.exceptions.LarkError) -> tuple[
         char = source.text[exc.pos_in_stream]
         if char == "'":
             return source.diagnostic("E004", "unterminated string", span), exc.pos_in_stream
-        if source.text.startswith("/*", exc.pos_in_stream):
-            return source.diagnostic("E004", "unterminated comment", span), exc.pos_in_stream
         message = f"unexpected character {char!r}"
         return source.diagnostic("E002", message, span), exc.pos_in_stream
     raise exc  # pragma: no cover - lark raises only the two above from parse()
@@ -449,6 +520,9 @@ def _statement_end(text: str, offset: int) -> int:
             while close != -1 and text.startswith("''", close):
                 close = text.find("'", close + 2)
             i = len(text) if close == -1 else close + 1
+        elif ch == '"':
+            close = text.find('"', i + 1)
+            i = close + 1 if close != -1 and "\n" not in text[i:close] else i + 1
         elif text.startswith("--", i):
             newline = text.find("\n", i)
             i = len(text) if newline == -1 else newline
@@ -462,52 +536,63 @@ def _statement_end(text: str, offset: int) -> int:
     return len(text)
 
 
-def _blank(text: str, upto: int) -> str:
-    """``text`` with everything before ``upto`` turned to spaces (newlines kept),
-    so that positions in the rest stay where they were."""
-    head = "".join("\n" if c == "\n" else " " for c in text[:upto])
-    return head + text[upto:]
+def _recover(source: Source, diagnostics: list[Diagnostic], exc: lark.UnexpectedInput) -> bool:
+    """lark's ``on_error``: reports ``exc``, drops the broken statement and
+    resumes after its ';' in the same parse (so recovery is linear)."""
+    diagnostic, offset = _syntax_diagnostic(source, exc)
+    diagnostics.append(diagnostic)
+    parser = exc.interactive_parser
+    state = parser.parser_state
+    # Pop the broken statement's partial parse, back to a state that can take a
+    # statement (one with a goto on the `statement` rule).
+    while "statement" not in state.parse_conf.states[state.position]:
+        state.state_stack.pop()
+        state.value_stack.pop()
+    counter = parser.lexer_thread.state.line_ctr
+    resume = _statement_end(source.text, offset)
+    if resume > counter.char_pos:
+        counter.feed(source.text[counter.char_pos : resume])
+    return True
+
+
+def _too_deep(tree: lark.Tree) -> lark.Tree | None:
+    """The clause of ``tree`` (a statement) that nests deeper than MAX_DEPTH, if
+    any; iterative, as the transformer that would otherwise find it recurses."""
+    stack = [(child, 2, child) for child in tree.children if isinstance(child, lark.Tree)]
+    while stack:
+        node, depth, clause = stack.pop()
+        if depth > MAX_DEPTH:
+            return clause
+        stack.extend((c, depth + 1, clause) for c in node.children if isinstance(c, lark.Tree))
+    return None
+
+
+def _build(tree: lark.Tree, builder: _ToAst) -> ast.Statement | None:
+    """One statement's AST, or None (and a diagnostic) when it cannot be built."""
+    source, diagnostics = builder.source, builder.diagnostics
+    deep = _too_deep(tree)
+    if deep is not None:
+        meta = tree.meta if deep.meta.empty else deep.meta
+        message = f"this statement nests more than {MAX_DEPTH} levels deep"
+        hint = "split the expression, or write a long chain of OR as IN (...)"
+        diagnostics.append(source.diagnostic("E007", message, _span(meta), hint))
+        return None
+    try:
+        return builder.transform(tree)
+    except lark.exceptions.VisitError as exc:
+        if not isinstance(exc.orig_exc, _StatementError):
+            raise
+        e = exc.orig_exc
+        diagnostics.append(source.diagnostic(e.code, e.message, e.span, e.hint))
+        return None
 
 
 def parse(text: str, path: str = "<spec>") -> tuple[ast.SpecFile, list[Diagnostic]]:
     """Parses a spec; returns the AST of every well-formed statement and the
-    syntax diagnostics of the others."""
-    source = Source(path, text)
+    diagnostics of the others."""
+    source = Source(path, _NEWLINES.sub("\n", text))
     diagnostics: list[Diagnostic] = []
-    statements: list[ast.Statement] = []
-    start = 0
-    while True:
-        try:
-            tree = _lark().parse(_blank(text, start))
-        except lark.exceptions.LarkError as exc:
-            diagnostic, offset = _syntax_diagnostic(source, exc)
-            diagnostics.append(diagnostic)
-            resume = _statement_end(text, max(offset, start))
-            # Keep the statements that parsed before the broken one.
-            good = _statements_before(text, start, offset)
-            statements.extend(good)
-            if resume >= len(text):
-                break
-            start = resume
-            continue
-        statements.extend(_ToAst().transform(tree))
-        break
-    return ast.SpecFile(path, tuple(statements)), diagnostics
-
-
-def _statements_before(text: str, start: int, offset: int) -> list[ast.Statement]:
-    """Parses the complete statements between ``start`` and the statement that
-    holds the error at ``offset``."""
-    end = start
-    while True:
-        nxt = _statement_end(text, end)
-        if nxt > offset or nxt >= len(text):
-            break
-        end = nxt
-    if end == start:
-        return []
-    try:
-        tree = _lark().parse(_blank(text[:end], start))
-    except lark.exceptions.LarkError:  # pragma: no cover - those statements parsed
-        return []
-    return list(_ToAst().transform(tree))
+    tree = _lark().parse(source.text, on_error=functools.partial(_recover, source, diagnostics))
+    builder = _ToAst(source, diagnostics)
+    statements = [_build(child, builder) for child in tree.children]
+    return ast.SpecFile(path, tuple(s for s in statements if s is not None)), diagnostics

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 SIZE_UNITS = {
     "B": 1,
@@ -16,29 +19,38 @@ SIZE_UNITS = {
 }
 
 
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]+)")
+
+
 def duration_seconds(number: float, unit: str | None) -> float | None:
-    """Seconds for ``number`` ``unit`` (``5m`` -> 300.0), or None if not a duration."""
+    """Seconds for ``number`` ``unit`` (``5m`` -> 300.0), or None if not a duration
+    (or too long for a float)."""
     if unit is None or unit not in DURATION_UNITS:
         return None
-    return float(number) * DURATION_UNITS[unit]
+    try:
+        seconds = float(number) * DURATION_UNITS[unit]
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def size_bytes(number: float, unit: str | None) -> int | None:
-    """Bytes for a size such as ``512MB``, or None if the unit is not a size."""
+    """Bytes for a size such as ``512MB``, or None if the unit is not a size (or the
+    number is not finite)."""
     if unit is None or unit.upper() not in SIZE_UNITS:
         return None
-    return int(number * SIZE_UNITS[unit.upper()])
+    try:
+        return int(number * SIZE_UNITS[unit.upper()])
+    except (OverflowError, ValueError):  # inf or nan
+        return None
 
 
 def parse_size(text: str) -> int | None:
     """Bytes for a size string such as ``'8GB'``; None when it is not one."""
-    text = text.strip()
-    i = 0
-    while i < len(text) and (text[i].isdigit() or text[i] == "."):
-        i += 1
-    if i == 0 or text[:i].count(".") > 1:
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
         return None
-    return size_bytes(float(text[:i]), text[i:].strip())
+    return size_bytes(float(match.group(1)), match.group(2))
 
 
 def percent_fraction(number: float, unit: str | None) -> float | None:

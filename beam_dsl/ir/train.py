@@ -45,6 +45,12 @@ def save_path_problem(path: str) -> str | None:
     keyed = next((i for i, s in enumerate(segments) if "{key}" in s), len(segments))
     if ".." in segments[keyed + 1:]:
         return f"SAVE TO '{path}' has '..' after {{key}}: keys would leave its folder or collide"
+    if keyed < len(segments) and (keyed == 0 or not segments[keyed].startswith("{key}")):
+        # A run publishes the folder before {key} as a whole (modelstore.py).
+        return (
+            f"SAVE TO '{path}' must start a name with {{key}} inside a folder of its own, "
+            "as in 'models/income/{key}.skops': a run publishes that folder as a whole"
+        )
     return None
 
 

@@ -111,25 +111,6 @@ def key_name(key: Sequence[Any]) -> str:
     return f"{slug}-{digest}"
 
 
-def template_error(template: str, per: bool) -> str | None:
-    """Why ``template`` cannot be a SAVE TO path (None when it can)."""
-    if not template.endswith(MODEL_SUFFIXES):
-        return "has no known model suffix (.skops, or .pkl/.joblib with allow_pickle)"
-    if ("{key}" in template) != per:
-        return "needs {key}, since TRAIN has PER" if per else "has {key}, but TRAIN has no PER"
-    parts = template.replace("\\", "/").split("/")
-    if ".." in parts or os.path.isabs(template):
-        return "must be a relative path without '..'"
-    if per:
-        first = next(i for i, p in enumerate(parts) if "{key}" in p)
-        if first == 0 or not parts[first].startswith("{key}"):
-            return (
-                "must put {key} at the start of a name inside a folder of its own, "
-                "as in 'models/income/{key}.skops'"
-            )
-    return None
-
-
 class ModelStore:
     """The published models of one SAVE TO template."""
 

@@ -15,9 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from beam_dsl.diagnostics import DiagnosticError
+from beam_dsl.ir.ensemble import EnsembleConfig, Output, Step, topological_levels
 from beam_dsl.transforms.ensemble import combiners
 from beam_dsl.transforms.ensemble.combiners import Member
-from beam_dsl.transforms.ensemble.transform import RunEnsemble, Step, split_arm, topological_levels
+from beam_dsl.transforms.ensemble.forms import split_arm
+from beam_dsl.transforms.ensemble.transform import RunEnsemble
 
 # ---------------------------------------------------------------- combiners
 
@@ -35,13 +38,8 @@ def _member(name, values, proba=None, confidence=None):
 
 
 def _combine(combiner, members, *extra_args, **kwargs):
-    output = {
-        "combiner": combiner,
-        "args": [m.name for m in members] + list(extra_args),
-        "kwargs": kwargs,
-        "as": "out",
-    }
-    combiners.validate(output, [m.name for m in members])
+    output = Output(combiner, tuple(m.name for m in members) + extra_args, kwargs, "out")
+    assert combiners.problems(combiner, output.members, output.literals, kwargs) == []
     return combiners.combine(output, {m.name: m for m in members}, members[0].value.index)
 
 
@@ -133,17 +131,41 @@ def test_rank_fusion_is_reciprocal_rank_fusion():
     assert fused.value.tolist()[0] == ["x", "z", "y"]
 
 
-def test_validate_refuses_bad_combiners():
-    with pytest.raises(ValueError, match="unknown combiner"):
-        combiners.validate({"combiner": "median", "args": ["a"], "kwargs": {}}, ["a"])
-    with pytest.raises(ValueError, match="unknown steps: b"):
-        combiners.validate({"combiner": "vote", "args": ["a", "b"], "kwargs": {}}, ["a"])
-    with pytest.raises(ValueError, match="weights"):
-        combiners.validate(
-            {"combiner": "vote", "args": ["a"], "kwargs": {"weights": [1, 2]}}, ["a"]
+def test_combiner_arguments_are_checked_by_their_registered_rules():
+    def problems(name, members, literals=(), **kwargs):
+        return [message for _, message in combiners.problems(name, members, literals, kwargs)]
+
+    assert problems("vote", ["a"], weights=[1, 2]) == [
+        "weights must be a tuple of 1 numbers, one per member"
+    ]
+    assert problems("vote", ["a", "b"], weights=[0, 0]) == [
+        "weights are all zero; at least one member must count"
+    ]
+    assert problems("mean", ["a", "b"], weights=[2, -1]) == ["weights must not be negative: 2, -1"]
+    assert problems("vote", ["a"], mode="loud") == ["mode is 'hard' or 'soft'"]
+    assert problems("max_confidence", ["a"], weights=[1]) == [
+        "max_confidence() has no argument 'weights'"
+    ]
+    assert problems("top_k", ["a", "b"], [0]) == [
+        "top_k takes (items, scores, k) with a positive integer k"
+    ]
+    assert problems("top_k", ["a", "b"]) == problems("top_k", ["a", "b"], [0])
+    assert problems("rank_fusion", ["a", "b"], k=-1) == ["k must be a number, at least 0"]
+    assert problems("rank_fusion", ["a", "b"], k=0, weights=[1, 3]) == []
+
+
+def test_the_combiners_family_is_what_lint_and_the_transform_share():
+    from beam_dsl import vocabulary
+
+    family = vocabulary.family("combiners")
+    assert family is combiners.REGISTRY
+    assert family.names() == ("vote", "mean", "max_confidence", "top_k", "rank_fusion")
+    for name in family:
+        entry = family[name]
+        assert callable(entry.impl) and entry.meta["usage"] and entry.kind in ("same", "list")
+        assert set(entry.meta.get("rules", {})) == set(entry.params) | set(
+            entry.meta.get("positional", ())
         )
-    with pytest.raises(ValueError, match="top_k"):
-        combiners.validate({"combiner": "top_k", "args": ["a", "b", 0], "kwargs": {}}, ["a", "b"])
 
 
 # ---------------------------------------------------------------- DAG and SPLIT
@@ -287,10 +309,10 @@ def _load(model_id: str):
     return load_model(path, trusted=["sklearn.tree._tree.Tree"])  # files this test wrote
 
 
-def _run_plan(config: dict, frame: pd.DataFrame):
+def _run_plan(config: EnsembleConfig, frame: pd.DataFrame):
     from beam_dsl.transforms.inference.predictors import build_predictor
 
-    plan = RunEnsemble(**config).plan
+    plan = RunEnsemble.from_config(config).plan
     predictors = {m: build_predictor(plan.models[m]) for m in plan.model_names()}
     return plan, plan.run(frame, predictors)
 
@@ -363,6 +385,10 @@ def test_split_routes_each_key_to_one_arm_and_shadows(configs):
     assert main.m_tree_label[lr_rows].isna().all()  # the other arm did not run there
     assert (main.label[~lr_rows] == main.m_tree_label[~lr_rows]).all()
     assert "m_forest_label" not in main.columns
+    # The answer's confidence is the answering arm's, so each arm can be scored (AUC).
+    assert (main.label_confidence[lr_rows] == main.m_lr_confidence[lr_rows]).all()
+    assert (main.label_confidence[~lr_rows] == main.m_tree_confidence[~lr_rows]).all()
+    assert main.label_confidence.between(0.5, 1).all()
     assert len(shadow) == 400
     assert shadow.m_forest_label.notna().all() and shadow.m_forest_error.isna().all()
     assert (shadow.label == main.label).all() and (shadow.arm == main.arm).all()
@@ -379,8 +405,9 @@ def test_cascade_falls_through_when_the_first_model_is_unsure(configs):
     assert (main.label[~sure] == main.m_tree_label[~sure]).all()
     assert main.m_tree_label[sure].isna().all()  # the big model only saw the unsure rows
     assert (main.label_confidence[sure] == main.m_lr_confidence[sure]).all()
-    # Only m_lr's confidence is read (by WHEN), so only m_lr computes one.
-    assert main.m_tree_confidence.isna().all() and main.label_confidence[~sure].isna().all()
+    # The answer carries the confidence of the model that gave it.
+    assert (main.label_confidence[~sure] == main.m_tree_confidence[~sure]).all()
+    assert main.label_confidence.between(0.5, 1).all()
 
 
 def test_switch_routes_by_data_and_rejects_unmatched_rows(configs):
@@ -392,6 +419,10 @@ def test_switch_routes_by_data_and_rejects_unmatched_rows(configs):
     assert len(main) + len(errors) == 200
     expected = np.where(main.region == "north", "m_lr", "m_tree")
     assert main.arm.tolist() == expected.tolist()
+    north = main.region == "north"
+    assert (main.label_confidence[north] == main.m_lr_confidence[north]).all()
+    assert (main.label_confidence[~north] == main.m_tree_confidence[~north]).all()
+    assert main.label_confidence.between(0.5, 1).all()
 
 
 def _run_beam(transform, read, out_dir, runner=None) -> dict[str, pd.DataFrame]:
@@ -423,7 +454,8 @@ def test_run_ensemble_in_beam_accounts_for_every_row(configs, tmp_path):
     frame = _data(250, seed=7)
     frame.loc[[3, 100], "x1"] = np.nan
     frame.to_csv(tmp_path / "in.csv", index=False)
-    out = _run_beam(RunEnsemble(**configs["vote3"]), _read_csv(str(tmp_path / "in.csv")), tmp_path)
+    vote3 = RunEnsemble.from_config(configs["vote3"])
+    out = _run_beam(vote3, _read_csv(str(tmp_path / "in.csv")), tmp_path)
     main, errors = out["main"], out["errors"]
     assert len(main) == 248 and len(errors) == 2
     assert sorted(json.loads(r)["user_id"] for r in errors.row) == [3, 100]
@@ -450,7 +482,8 @@ def test_runners_without_batched_dofns_get_the_same_rows(configs, tmp_path):
     def create(p):
         return p | beam.Create(rows)
 
-    out = _run_beam(RunEnsemble(**configs["ab"]), create, tmp_path, BundleBasedDirectRunner())
+    runner = BundleBasedDirectRunner()
+    out = _run_beam(RunEnsemble.from_config(configs["ab"]), create, tmp_path, runner)
     main = out["main"].sort_values("user_id").reset_index(drop=True)
     _, (direct, rejected, _) = _run_plan(configs["ab"], frame.drop(columns="truth"))
     assert len(main) == len(out["shadow"]) == len(direct) == 300 - len(rejected)
@@ -459,7 +492,7 @@ def test_runners_without_batched_dofns_get_the_same_rows(configs, tmp_path):
     assert main.arm.tolist() == direct.arm.tolist()
     assert main.label.tolist() == direct.label.tolist()
 
-    out = _run_beam(RunEnsemble(**configs["vote3"]), create, tmp_path, BundleBasedDirectRunner())
+    out = _run_beam(RunEnsemble.from_config(configs["vote3"]), create, tmp_path, runner)
     assert len(out["main"]) == 299
     assert [json.loads(r)["user_id"] for r in out["errors"].row] == [7]
 
@@ -467,10 +500,10 @@ def test_runners_without_batched_dofns_get_the_same_rows(configs, tmp_path):
 def test_an_output_column_may_not_replace_an_input_field(configs):
     import apache_beam as beam
 
-    with pytest.raises(ValueError, match=r"overwrite input fields \['label_vote'\]"):
+    with pytest.raises(DiagnosticError, match=r"E452.*overwrite input fields \['label_vote'\]"):
         with beam.Pipeline() as p:
             rows = p | beam.Create([beam.Row(x1=1.0, x2=2.0, label_vote="no")])
-            _ = rows | RunEnsemble(**configs["vote3"])
+            _ = rows | RunEnsemble.from_config(configs["vote3"])
 
 
 def test_split_in_beam_writes_the_shadow_output(configs, tmp_path):
@@ -478,7 +511,7 @@ def test_split_in_beam_writes_the_shadow_output(configs, tmp_path):
 
     frame = _data(120, seed=8)
     frame.to_csv(tmp_path / "in.csv", index=False)
-    transform = RunEnsemble(**configs["ab"])
+    transform = RunEnsemble.from_config(configs["ab"])
     out = _run_beam(transform, _read_csv(str(tmp_path / "in.csv")), tmp_path)
     assert len(out["main"]) == 120 and len(out["shadow"]) == 120 and out["errors"].empty
     assert set(out["shadow"].columns) >= {"user_id", "arm", "label", "m_forest_label",
@@ -489,7 +522,7 @@ def test_split_in_beam_writes_the_shadow_output(configs, tmp_path):
     from apache_beam.testing.util import assert_that, equal_to
 
     with beam.Pipeline(runner=FnApiRunner()) as p:
-        outputs = p | beam.Create(rows) | RunEnsemble(**configs["ab"])
+        outputs = p | beam.Create(rows) | RunEnsemble.from_config(configs["ab"])
         arms = outputs["main"] | beam.Map(lambda r: (r.user_id, r.arm))
         assert_that(arms, equal_to(list(zip(out["main"].user_id, out["main"].arm, strict=True))))
 

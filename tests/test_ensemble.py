@@ -768,6 +768,8 @@ def test_census_vote_example(tmp_path, capsys):
     assert set(table.index) == {"logistic", "tree", "forest", "income_vote", "income_logistic",
                                 "income_forest", "income_ab", "income_boosting"}
     assert table.accuracy.between(0.7, 1.0).all()
+    # Every answer carries its confidence, A/B arms included, so each can be ranked (AUC).
+    assert table.auc.between(0.7, 1.0).all()
     members = table.loc[["logistic", "tree", "forest"], "accuracy"]
     assert table.accuracy["income_vote"] >= members.min()
 

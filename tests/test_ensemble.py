@@ -464,6 +464,23 @@ def test_members_that_answer_different_kinds_of_value_are_an_error(configs):
         _run_plan(configs["mixed_split"], frame)
 
 
+def test_a_run_with_unlike_members_ends_on_e451(configs, tmp_path):
+    """In Beam the error stops the run (the CLI prints its one line); no row comes out."""
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from beam_dsl.cli import _configuration_error
+
+    _data(30, seed=16).to_csv(tmp_path / "in.csv", index=False)
+    with pytest.raises(Exception) as raised:  # Beam wraps what a DoFn raises
+        with beam.Pipeline(runner=FnApiRunner()) as p:
+            outputs = p | beam.io.ReadFromCsv(str(tmp_path / "in.csv")) | RunEnsemble.from_config(
+                configs["mixed_kinds"])
+            _ = outputs["main"] | beam.Map(pytest.fail)
+    assert _configuration_error(raised.value).startswith(
+        "error[E451]: its members answer different kinds of value: step 'lr' (MODEL m_lr)")
+
+
 def test_members_whose_labels_do_not_overlap_are_an_error(configs):
     frame = _data(60, seed=13).drop(columns="truth")
     with pytest.raises(DiagnosticError) as raised:

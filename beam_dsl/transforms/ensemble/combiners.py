@@ -252,6 +252,7 @@ def _ranking(value: Any, proba: Any) -> list:
 
 # ---------------------------------------------------------------- the combiners
 
+
 @REGISTRY.register(
     "vote",
     min_args=1,

@@ -178,12 +178,16 @@ class Steps(Form):
 
         groups = list(by_model.values())
         if pool is not None and len(groups) > 1:
-            results = list(pool.map(run, groups))
+            answers = list(pool.map(run, groups))
         else:
-            results = [run(group) for group in groups]
-        for group, answers in zip(groups, results, strict=True):
-            for (step, _), result in zip(group, answers, strict=True):
-                batch.record(step.name, step.model, result)
+            answers = [run(group) for group in groups]
+        results = {
+            step.name: result
+            for group, results in zip(groups, answers, strict=True)
+            for (step, _), result in zip(group, results, strict=True)
+        }
+        for step in level:  # in declaration order: the first step to reject a row names it
+            batch.record(step.name, step.model, results[step.name])
 
     def _step_input(self, step: Step, batch: Batch, rows: pd.Index) -> pd.DataFrame:
         """The frame a step's model reads: its fields named by the model's INPUT."""

@@ -262,7 +262,7 @@ class EnsembleChecks(BaseChecks):
             known = [m for m in members if m.dotted in bindings]
             self._alike(
                 f"steps of {value.func}()",
-                [(m, self._step_model(bindings[m.dotted])) for m in known],
+                [(m, self._declared_model(bindings[m.dotted].model.name)) for m in known],
             )
 
     def _unknown_combiner(self, call: ast.Call, known: tuple[str, ...]) -> None:
@@ -273,8 +273,9 @@ class EnsembleChecks(BaseChecks):
             did_you_mean(call.func, known) or f"combiners are {', '.join(known)}",
         )
 
-    def _step_model(self, step: ast.StepClause) -> ast.Model | None:
-        model = self.ctx.statements.get(step.model.name)
+    def _declared_model(self, name: str) -> ast.Model | None:
+        """The MODEL statement of that name (None if there is none: reported elsewhere)."""
+        model = self.ctx.statements.get(name)
         return model if isinstance(model, ast.Model) else None
 
     # ------------------------------------------------------------ answers alike
@@ -282,21 +283,18 @@ class EnsembleChecks(BaseChecks):
     def _routed_alike(self, stmt: ast.Ensemble) -> None:
         """The models that answer rows of a SPLIT, CASCADE or SWITCH (and SHADOW models
         beside them) must answer alike: as many OUTPUT columns, the same CLASSES."""
-        idents: list[ast.Ident] = []
         split, cascade = stmt.get(ast.SplitClause), stmt.get(ast.CascadeClause)
         switch, shadow = stmt.get(ast.SwitchClause), stmt.get(ast.ShadowClause)
-        what = "SPLIT" if split else "CASCADE" if cascade else "SWITCH" if switch else ""
-        what = " and ".join(w for w in (what, "SHADOW" if shadow else "") if w)
-        idents += [a.model for a in split.arms] if split else []
-        idents += [a.model for a in cascade.arms] if cascade else []
-        if switch:
-            idents += [c.model for c in switch.cases] + [d for d in [switch.default] if d]
-        idents += list(shadow.models) if shadow else []
+        clauses = [("SPLIT", split and [a.model for a in split.arms]),
+                   ("CASCADE", cascade and [a.model for a in cascade.arms]),
+                   ("SWITCH", switch and [c.model for c in switch.cases]
+                    + [d for d in [switch.default] if d]),
+                   ("SHADOW", shadow and list(shadow.models))]
+        what = " and ".join(keyword for keyword, idents in clauses if idents)
         first: dict[str, ast.Ident] = {}
-        for ident in idents:
+        for ident in (i for _, idents in clauses for i in idents or ()):
             first.setdefault(ident.name, ident)
-        members = [(i, self.ctx.statements.get(i.name)) for i in first.values()]
-        members = [(i, m if isinstance(m, ast.Model) else None) for i, m in members]
+        members = [(i, self._declared_model(i.name)) for i in first.values()]
         counts = unlike((i, _outputs(m)) for i, m in members if m is not None)
         if counts:
             (a, n), (b, k) = counts

@@ -177,7 +177,7 @@ def beam_dsl_model(configs):
 def beam_dsl_ensemble(configs, name):
     from beam_dsl.transforms.ensemble.transform import RunEnsemble
 
-    return lambda rows: (rows | RunEnsemble(**configs[name]))["main"] | beam.Map(
+    return lambda rows: (rows | RunEnsemble.from_config(configs[name]))["main"] | beam.Map(
         lambda r: r.prediction
     )
 

@@ -8,5 +8,3 @@ DEVICES = ("gpu", "cpu", "auto")
 
 # Beam resource hints a HINTS clause may set (see apache_beam.transforms.resources).
 HINTS = ("accelerator", "min_ram", "cpu_count")
-
-COMBINERS = ("vote", "mean", "max_confidence", "top_k", "rank_fusion")

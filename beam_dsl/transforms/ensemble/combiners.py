@@ -1,42 +1,53 @@
-"""ENSEMBLE ``OUTPUT`` combiners over a batch of member answers.
+"""ENSEMBLE ``OUTPUT`` combiners: the ``combiners`` family (:mod:`beam_dsl.vocabulary`).
 
-Each combiner reads :class:`Member` answers (one per STEP, aligned to the
-batch's index) and returns a :class:`Combined`: the combined value, its
-confidence (NaN where the combiner has none), extra columns named by a suffix
-(``scores`` for ``top_k`` and ``rank_fusion``, ``step`` for
-``max_confidence``) and, per row, the reason the row could not be combined (or
-None). docs/ENSEMBLES.md describes each combiner and how ties break.
+Each combiner is one function registered here with its metadata, beside its
+implementation; lint (:mod:`beam_dsl.dsl.checks.ensemble`), the config's
+rules (:meth:`beam_dsl.ir.ensemble.EnsembleConfig.validate`) and the
+transform all read this registry. Adding a combiner is one decorated function.
 
-The combiners:
+Metadata of an entry:
 
-* ``vote(a, b, ..., weights = (...), mode = 'hard'|'soft')``: hard counts each
-  member's label with its weight; soft averages the members' class
-  probabilities with their weights. Ties go to the label named first (hard: by
-  the earliest member that voted for it; soft: in the order classes first
-  appear in the members' probabilities).
-* ``mean(a, b, ..., weights = (...))``: the weighted mean of numeric answers
-  (regression); for classifiers, the weighted mean of class probabilities.
-* ``max_confidence(a, b, ...)``: the answer of the member most sure of itself.
-* ``top_k(items, scores, k)``: the ``k`` items with the highest scores
-  (``scores`` is a list aligned with ``items``, or a dict item -> score).
-* ``rank_fusion(a, b, ..., k = 60, weights = (...))``: reciprocal rank fusion
-  (Cormack et al. 2009): an item's score is the sum over members of
-  ``weight / (k + rank)`` with ranks from 1. A member ranks a list answer in
-  its order, a dict answer (item -> score) and a classifier's probabilities
-  by descending score.
-* a plain step name: that step's answer.
+* ``min_args`` / ``max_args``: how many steps it combines (the positional
+  arguments that name steps);
+* ``params``: the keyword arguments it takes;
+* ``kind``: its result: ``same`` (a value of the kind the members answer) or
+  ``list`` (items, best first);
+* ``meta``: ``usage`` (how to call it, for a wrong call); ``positional``
+  (literal positional arguments after the steps, such as top_k's ``k``);
+  ``rules`` (per argument, a function ``(value, members) -> problem or
+  None``); ``scores`` (whether it reads its members' confidence and class
+  probabilities: a bool, or a function of the keyword arguments);
+  ``alike`` (its members must answer the same kind of value: the same labels,
+  or numbers); ``extra`` (suffixes of the columns it adds, ``R_<suffix>``).
+
+An implementation reads :class:`Member` answers (one per step it names,
+aligned to the batch's index) and returns a :class:`Combined`: the combined
+value, its confidence (NaN where the combiner has none), its extra columns
+and, per row, the reason the row could not be combined (or None).
+docs/ENSEMBLES.md describes each combiner and how ties break.
+
+Imports no Beam and no pandas at module import: ``lint`` reads this module.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
+from beam_dsl.vocabulary import Registry
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from beam_dsl.ir.ensemble import Output
+
+REGISTRY = Registry("combiners")
+
+MANY = 99  # the most steps a combiner takes
 RRF_K = 60  # the constant of Cormack, Clarke and Buettcher (SIGIR 2009)
 
 
@@ -60,65 +71,100 @@ class Combined:
     extra: dict[str, pd.Series] = field(default_factory=dict)  # column suffix -> values
 
 
-# Extra columns each combiner adds, named ``<AS>_<suffix>``.
-EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {
-    "max_confidence": ("step",),
-    "top_k": ("scores",),
-    "rank_fusion": ("scores",),
-}
+# ---------------------------------------------------------------- argument rules
 
 
-def members_of(output: Mapping[str, Any]) -> list[str]:
-    """The step names a lowered OUTPUT reads (literal arguments, such as top_k's k, left out)."""
-    return [a for a in output["args"] if isinstance(a, str)]
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def reads_scores(output: Mapping[str, Any]) -> bool:
-    """Whether the combiner weighs its members' confidence or class probabilities."""
-    name = output["combiner"]
-    if name == "vote":
-        return (output.get("kwargs") or {}).get("mode", "hard") == "soft"
-    return name in ("mean", "max_confidence", "rank_fusion")
-
-
-def validate(output: Mapping[str, Any], steps: Sequence[str]) -> None:
-    """Raises ValueError if the lowered OUTPUT cannot run over these steps."""
-    name = output["combiner"]
-    if name not in _COMBINERS:
-        raise ValueError(f"unknown combiner '{name}'; combiners are {', '.join(_COMBINERS)}")
-    members = members_of(output)
-    unknown = [m for m in members if m not in steps]
-    if unknown:
-        raise ValueError(f"{name}() names unknown steps: {', '.join(unknown)}")
-    if not members:
-        raise ValueError(f"{name}() needs at least one step")
-    kwargs = output.get("kwargs") or {}
-    if name == "top_k" and (len(output["args"]) != 3 or len(members) != 2 or not _positive_int(
-        output["args"][2]
-    )):
-        raise ValueError("top_k takes (items, scores, k) with a positive integer k")
-    weights = kwargs.get("weights")
-    if weights is not None and (
-        len(weights) != len(members) or min(weights) < 0 or sum(weights) <= 0
+def _weights_rule(value: Any, members: int) -> str | None:
+    """``weights``: one non-negative number per member, not all zero."""
+    if not isinstance(value, (list, tuple)) or len(value) != members or not all(
+        _is_number(w) for w in value
     ):
-        raise ValueError(
-            f"{name}() weights must be {len(members)} non-negative numbers, not all zero"
-        )
-    if kwargs.get("mode", "hard") not in ("hard", "soft"):
-        raise ValueError("vote() mode is 'hard' or 'soft'")
+        return f"weights must be a tuple of {members} numbers, one per member"
+    if min(value) < 0:
+        return f"weights must not be negative: {', '.join(str(w) for w in value)}"
+    if not any(value):
+        return "weights are all zero; at least one member must count"
+    return None
 
 
-def combine(output: Mapping[str, Any], members: Mapping[str, Member], index: pd.Index) -> Combined:
-    """Applies the lowered OUTPUT combiner to the members' answers."""
-    chosen = [members[m] for m in members_of(output)]
-    return _COMBINERS[output["combiner"]](chosen, output, index)
+def _mode_rule(value: Any, members: int) -> str | None:
+    return None if value in ("hard", "soft") else "mode is 'hard' or 'soft'"
+
+
+def _count_rule(value: Any, members: int) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return None if ok else "k must be a positive integer"
+
+
+def _rrf_constant_rule(value: Any, members: int) -> str | None:
+    return None if _is_number(value) and value >= 0 else "k must be a number, at least 0"
+
+
+def problems(
+    name: str, members: Sequence[str], literals: Sequence[Any], kwargs: Mapping[str, Any]
+) -> list[tuple[str | None, str]]:
+    """Why ``name(members..., literals..., **kwargs)`` cannot combine, as (where, message)
+    pairs: ``where`` is the keyword argument at fault, or None for the call itself.
+
+    ``name`` must be registered.
+    """
+    entry = REGISTRY[name]
+    rules = entry.meta.get("rules", {})
+    positional = entry.meta.get("positional", ())
+    found: list[tuple[str | None, str]] = []
+    if (
+        not entry.min_args <= len(members) <= entry.max_args
+        or len(literals) != len(positional)
+        or any(rules[p](v, len(members)) for p, v in zip(positional, literals, strict=True))
+    ):
+        found.append((None, f"{name} takes {entry.meta['usage']}"))
+    for key, value in kwargs.items():
+        if key not in entry.params:
+            found.append((key, f"{name}() has no argument '{key}'"))
+            continue
+        why = rules[key](value, len(members))
+        if why:
+            found.append((key, why))
+    return found
+
+
+def _meta(output: Output, key: str, default: Any) -> Any:
+    """A metadata item of the OUTPUT's combiner (``default`` for a plain step name)."""
+    entry = REGISTRY.get(output.combiner)
+    return default if entry is None else entry.meta.get(key, default)
+
+
+def reads_scores(output: Output) -> bool:
+    """Whether the OUTPUT weighs its members' confidence or class probabilities."""
+    scores = _meta(output, "scores", False)
+    return bool(scores(output.kwargs) if callable(scores) else scores)
+
+
+def alike(output: Output) -> bool:
+    """Whether the OUTPUT's members must answer the same kind of value."""
+    return bool(_meta(output, "alike", False))
+
+
+def extra_columns(output: Output) -> tuple[str, ...]:
+    """Suffixes of the columns the OUTPUT adds beside ``R`` and ``R_confidence``."""
+    return tuple(_meta(output, "extra", ()))
+
+
+def combine(output: Output, members: Mapping[str, Member], index: pd.Index) -> Combined:
+    """Applies the OUTPUT's combiner (or plain step) to the members' answers."""
+    chosen = [members[m] for m in output.members]
+    entry = REGISTRY.get(output.combiner)
+    if entry is None:  # a plain step name: that step's answer
+        (member,) = chosen
+        return Combined(member.value, member.confidence, _no_errors(index))
+    return entry.impl(chosen, output, index)
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _plain(value: Any) -> Any:
@@ -126,12 +172,14 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _weights(output: Mapping[str, Any], members: Sequence[Member]) -> list[float]:
-    weights = (output.get("kwargs") or {}).get("weights")
+def _weights(output: Output, members: Sequence[Member]) -> list[float]:
+    weights = output.kwargs.get("weights")
     return [float(w) for w in weights] if weights else [1.0] * len(members)
 
 
 def _no_errors(index: pd.Index) -> pd.Series:
+    import pandas as pd
+
     return pd.Series(None, index=index, dtype=object)
 
 
@@ -142,6 +190,8 @@ def _result(
     errors: list[str | None],
     **extra: list,
 ) -> Combined:
+    import pandas as pd
+
     return Combined(
         value=pd.Series(values, index=index, dtype=object),
         confidence=pd.Series(confidence, index=index, dtype=float),
@@ -177,12 +227,53 @@ def _soft_average(
     return _result(index, labels, confidence, errors)
 
 
-# ---------------------------------------------------------------- combiners
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray))
 
 
-def _vote(members: Sequence[Member], output: Mapping[str, Any], index: pd.Index) -> Combined:
+def _score(value: Any) -> float:
+    """A score for sorting: missing scores sort last."""
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        return -math.inf
+    return -math.inf if math.isnan(score) else score
+
+
+def _ranking(value: Any, proba: Any) -> list:
+    """A member's answer as items best first."""
+    if _is_sequence(value):
+        return [_plain(v) for v in value]
+    scored = value if isinstance(value, Mapping) else proba
+    if isinstance(scored, Mapping):
+        return [_plain(i) for i, _ in sorted(scored.items(), key=lambda p: -_score(p[1]))]
+    return [] if value is None else [_plain(value)]
+
+
+# ---------------------------------------------------------------- the combiners
+
+
+@REGISTRY.register(
+    "vote",
+    min_args=1,
+    max_args=MANY,
+    params=("weights", "mode"),
+    kind="same",
+    meta={
+        "usage": "one or more steps, weights = (...) and mode = 'hard' | 'soft'",
+        "rules": {"weights": _weights_rule, "mode": _mode_rule},
+        "scores": lambda kwargs: kwargs.get("mode", "hard") == "soft",
+        "alike": True,
+    },
+)
+def vote(members: Sequence[Member], output: Output, index: pd.Index) -> Combined:
+    """Hard: each member's label counts its weight; soft: weighted mean probabilities.
+
+    Ties go to the label named first (hard: by the earliest member that voted
+    for it; soft: in the order classes first appear in the probabilities).
+    """
     weights = _weights(output, members)
-    if (output.get("kwargs") or {}).get("mode", "hard") == "soft":
+    if output.kwargs.get("mode", "hard") == "soft":
         return _soft_average(members, weights, index, "vote(mode = 'soft')")
     total_weight = sum(weights)
     labels: list = []
@@ -206,7 +297,23 @@ def _vote(members: Sequence[Member], output: Mapping[str, Any], index: pd.Index)
     return _result(index, labels, confidence, errors)
 
 
-def _mean(members: Sequence[Member], output: Mapping[str, Any], index: pd.Index) -> Combined:
+@REGISTRY.register(
+    "mean",
+    min_args=1,
+    max_args=MANY,
+    params=("weights",),
+    kind="same",
+    meta={
+        "usage": "one or more steps and weights = (...)",
+        "rules": {"weights": _weights_rule},
+        "scores": True,
+        "alike": True,
+    },
+)
+def mean(members: Sequence[Member], output: Output, index: pd.Index) -> Combined:
+    """The weighted mean of numeric answers; for classifiers, of class probabilities."""
+    import pandas as pd
+
     weights = _weights(output, members)
     if not all(pd.api.types.is_numeric_dtype(m.value) for m in members):
         return _soft_average(members, weights, index, "mean() of classifiers")
@@ -221,9 +328,15 @@ def _mean(members: Sequence[Member], output: Mapping[str, Any], index: pd.Index)
     )
 
 
-def _max_confidence(
-    members: Sequence[Member], output: Mapping[str, Any], index: pd.Index
-) -> Combined:
+@REGISTRY.register(
+    "max_confidence",
+    min_args=1,
+    max_args=MANY,
+    kind="same",
+    meta={"usage": "one or more steps", "scores": True, "extra": ("step",)},
+)
+def max_confidence(members: Sequence[Member], output: Output, index: pd.Index) -> Combined:
+    """The answer of the member most sure of itself; a tie goes to the member named first."""
     stacked = np.column_stack([m.confidence.to_numpy(dtype=float) for m in members])
     known = ~np.isnan(stacked)
     # argmax takes the first maximum, so a tie goes to the member named first.
@@ -247,9 +360,23 @@ def _max_confidence(
     return _result(index, values, confidence, errors, step=steps)
 
 
-def _top_k(members: Sequence[Member], output: Mapping[str, Any], index: pd.Index) -> Combined:
+@REGISTRY.register(
+    "top_k",
+    min_args=2,
+    max_args=2,
+    kind="list",
+    meta={
+        "usage": "(items, scores, k) with a positive integer k",
+        "positional": ("k",),
+        "rules": {"k": _count_rule},
+        "extra": ("scores",),
+    },
+)
+def top_k(members: Sequence[Member], output: Output, index: pd.Index) -> Combined:
+    """The ``k`` items with the highest scores (a list aligned with the items, or a dict
+    item -> score); equal scores keep the items' order."""
     items, scores = members
-    k = int(output["args"][2])
+    (k,) = output.literals
     values: list = []
     top_scores: list = []
     errors: list[str | None] = []
@@ -279,9 +406,25 @@ def _top_k(members: Sequence[Member], output: Mapping[str, Any], index: pd.Index
     return _result(index, values, [math.nan] * len(index), errors, scores=top_scores)
 
 
-def _rank_fusion(members: Sequence[Member], output: Mapping[str, Any], index: pd.Index) -> Combined:
+@REGISTRY.register(
+    "rank_fusion",
+    min_args=1,
+    max_args=MANY,
+    params=("k", "weights"),
+    kind="list",
+    meta={
+        "usage": "one or more steps, k = (a number) and weights = (...)",
+        "rules": {"k": _rrf_constant_rule, "weights": _weights_rule},
+        "scores": True,
+        "extra": ("scores",),
+    },
+)
+def rank_fusion(members: Sequence[Member], output: Output, index: pd.Index) -> Combined:
+    """Reciprocal rank fusion (Cormack et al. 2009): an item scores the sum over members
+    of ``weight / (k + rank)``, ranks from 1. A member ranks a list answer in its order,
+    a dict answer (item -> score) and a classifier's probabilities by descending score."""
     weights = _weights(output, members)
-    k = float((output.get("kwargs") or {}).get("k", RRF_K))
+    k = float(output.kwargs.get("k", RRF_K))
     values: list = []
     fused_scores: list = []
     for row in zip(*(zip(m.value, m.proba, strict=True) for m in members), strict=True):
@@ -295,41 +438,3 @@ def _rank_fusion(members: Sequence[Member], output: Mapping[str, Any], index: pd
     return _result(
         index, values, [math.nan] * len(index), [None] * len(index), scores=fused_scores
     )
-
-
-def _step(members: Sequence[Member], output: Mapping[str, Any], index: pd.Index) -> Combined:
-    (member,) = members
-    return Combined(value=member.value, confidence=member.confidence, errors=_no_errors(index))
-
-
-def _is_sequence(value: Any) -> bool:
-    return isinstance(value, (list, tuple, np.ndarray))
-
-
-def _score(value: Any) -> float:
-    """A score for sorting: missing scores sort last."""
-    try:
-        score = float(value)
-    except (TypeError, ValueError):
-        return -math.inf
-    return -math.inf if math.isnan(score) else score
-
-
-def _ranking(value: Any, proba: Any) -> list:
-    """A member's answer as items best first."""
-    if _is_sequence(value):
-        return [_plain(v) for v in value]
-    scored = value if isinstance(value, Mapping) else proba
-    if isinstance(scored, Mapping):
-        return [_plain(i) for i, _ in sorted(scored.items(), key=lambda p: -_score(p[1]))]
-    return [] if value is None else [_plain(value)]
-
-
-_COMBINERS: dict[str, Callable[..., Combined]] = {
-    "vote": _vote,
-    "mean": _mean,
-    "max_confidence": _max_confidence,
-    "top_k": _top_k,
-    "rank_fusion": _rank_fusion,
-    "step": _step,
-}

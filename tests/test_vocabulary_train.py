@@ -120,7 +120,8 @@ def test_adding_an_encoder_is_one_registration(monkeypatch):
     assert lint("ENCODE minmax(x)") == []
     config = TrainConfig.from_json(config_of("ENCODE minmax(x)").to_json())  # validate() too
     plan = Plan(config, "classification", ("x", "c", "y"), (), ("x", "c"),
-                {"x": "number", "c": "text"}, {"x": "minmax", "c": "onehot"}, str, ("accuracy",), "test-run")
+                {"x": "number", "c": "text"}, {"x": "minmax", "c": "onehot"}, str, ("accuracy",),
+                "test-run")
     pipeline = plan.make_pipeline(LogisticRegression())
     frame = pd.DataFrame({"x": [0.0, 5.0, 10.0], "c": ["a", "b", "a"]})
     encoded = pipeline.named_steps["encode"].fit_transform(frame)

@@ -15,8 +15,8 @@ E207 unknown aggregate       E217 clause not allowed here
 E208 unknown metric          E218 unknown encoder
 E209 unknown combiner        E219 shares do not add to 100%
 E210 wrong statement kind    E220 bad number              E227 feature name clash
-                                                          E229 members answer unlike
                                                           E228 bad SAVE TO path
+                                                          E229 members answer unlike
 """
 
 from __future__ import annotations

@@ -204,8 +204,8 @@ def test_split_is_stable_and_matches_the_shares():
 
 SPEC = """
 MODEL m_lr     SKLEARN '{d}/lr.skops'     OUTPUT label;
-MODEL m_tree   SKLEARN '{d}/tree.skops'   OUTPUT label;
-MODEL m_forest SKLEARN '{d}/forest.skops' OUTPUT label;
+MODEL m_tree   SKLEARN '{d}/tree.skops'   TRUST 'sklearn.tree._tree.Tree' OUTPUT label;
+MODEL m_forest SKLEARN '{d}/forest.skops' TRUST 'sklearn.tree._tree.Tree' OUTPUT label;
 MODEL m_reg    SKLEARN '{d}/reg.skops'    INPUT x1, x2 OUTPUT score;
 MODEL m_chain  SKLEARN '{d}/chain.skops'  INPUT x1, score OUTPUT label;
 
@@ -278,16 +278,11 @@ def _data(n: int, seed: int) -> pd.DataFrame:
 
 
 def _save(model, path: str) -> None:
-    """Saves a model with a manifest, as TRAIN does, recording the skops types it wrote
-    (trees need one that skops does not trust by default)."""
-    import skops.io
+    """Saves a model file as a user would (the trees' MODELs TRUST the type skops does not
+    trust by default)."""
+    from beam_dsl.transforms.training.modelstore import save_model
 
-    from beam_dsl.transforms.training.modelstore import save_model, write_manifest
-
-    digest = save_model(model, path)
-    entry = {"key": [], "file": os.path.basename(path), "sha256": digest, "promoted": True,
-             "trusted_types": skops.io.get_untrusted_types(file=path)}
-    write_manifest(path, {"models": [entry]})
+    save_model(model, path)
 
 
 @pytest.fixture(scope="module")

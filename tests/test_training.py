@@ -433,6 +433,37 @@ def test_per_education_trees_on_the_real_adult_data(tmp_path):
     assert any(row["roc_auc"] is None for row in result["main"])
 
 
+@pytest.mark.skipif(not os.path.exists(ADULT), reason="the UCI Adult data is not beside the repo")
+def test_a_long_unicode_key_trains_and_serves_and_inf_rows_are_errors(tmp_path):
+    """A key of 30 CJK characters (270 bytes %-encoded) once broke every key's model."""
+    from beam_dsl.ir.model import ModelConfig
+    from beam_dsl.transforms.inference.predictors import build_predictor
+
+    frame = pd.read_csv(ADULT).head(3000)
+    long_key = "教育" * 15
+    odd = frame.head(200).assign(education=long_key)
+    bad = frame.head(10).assign(age=np.inf)
+    data = pd.concat([frame, odd, bad], ignore_index=True)
+    data.to_csv(tmp_path / "adult.csv", index=False)
+    spec = """TRAIN t PER education
+      FEATURES age, hr_per_week, type_employer
+      LABEL income
+      USING sklearn.tree.DecisionTreeClassifier(max_depth = 3, random_state = 0)
+      MIN ROWS 100
+      SAVE TO '{models}/t/{key}.skops';"""
+    result = train(tmp_path, spec, str(tmp_path / "adult.csv"))
+    assert long_key in {r["education"] for r in result["main"]}
+    assert len(result["errors"]) == 10
+    assert all("not a finite number" in e["reason"] for e in result["errors"])
+    template = str(tmp_path / "models" / "t" / "{key}.skops")
+    model = ModelConfig(name="m", framework="sklearn", path=template, per=("education",),
+                        output=("predicted",), vouched=("sklearn.tree._tree.Tree",))
+    served = build_predictor(model).predict(odd[["age", "hr_per_week", "type_employer",
+                                                 "education"]].reset_index(drop=True))
+    assert served["model_key"].eq(long_key).all()
+    assert served["predicted"].isin(["<=50K", ">50K"]).all()
+
+
 # ---------------------------------------------------------------- the config, checked once
 
 CONFIG = {

@@ -229,6 +229,33 @@ def _check_options(
     return out
 
 
+def _check_stock_config(
+    doc: YamlDocument, transform: dict, path: tuple, schema: dict[str, list[str]]
+) -> list[Diagnostic]:
+    """A Beam YAML transform's config keys, against Beam's own constructor (the snapshot in
+    beam_dsl/schemas/beam_yaml_transforms.json): unknown keys are E114, missing required
+    ones E115, as Beam would refuse them when the pipeline is built."""
+    config = transform.get("config")
+    if config is not None and not isinstance(config, dict):
+        return []  # the schema check reported it
+    config = config or {}
+    kind, out = transform["type"], []
+    for key in config:
+        if isinstance(key, str) and key not in schema["keys"]:
+            out.append(doc.source.diagnostic(
+                "E114", f"{kind} takes no config key '{key}'", doc.span(path + ("config", key)),
+                did_you_mean(key, schema["keys"]) or f"its keys are {', '.join(schema['keys'])}",
+            ))
+    missing = [k for k in schema["required"] if k not in config]
+    if missing:
+        where = path + ("config",) if "config" in transform else path + ("type",)
+        out.append(doc.source.diagnostic(
+            "E115", f"{kind} needs config key{'s' if len(missing) > 1 else ''} "
+            + ", ".join(f"'{k}'" for k in missing), doc.span(where),
+        ))
+    return out
+
+
 def _check_transforms(
     doc: YamlDocument,
     statements: dict[str, ast.Statement],
@@ -236,8 +263,8 @@ def _check_transforms(
     columns: dict[str, list[str]],
 ) -> list[Diagnostic]:
     """Transform types must be Beam YAML built-ins, provider transforms or declared names."""
-    builtins = set(load_schema("beam_yaml_transforms.json")["transforms"])
-    known = builtins | set(statements) | _provider_types(doc.data) | _STRUCTURAL
+    stock = load_schema("beam_yaml_transforms.json")["transforms"]
+    known = set(stock) | set(statements) | _provider_types(doc.data) | _STRUCTURAL
     out = []
     for transform, path, siblings in _walk(doc.data["pipeline"], ("pipeline",)):
         kind = transform.get("type")
@@ -255,6 +282,8 @@ def _check_transforms(
             )
             continue
         if kind not in statements:
+            if stock.get(kind) and kind not in _provider_types(doc.data):
+                out.extend(_check_stock_config(doc, transform, path, stock[kind]))
             continue
         config_class = CONFIG_CLASSES[type(statements[kind]).__name__]
         out.extend(_check_options(doc, transform, path, config_class))

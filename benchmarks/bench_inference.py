@@ -169,7 +169,7 @@ def _run(build: Callable[[Any], Any]) -> tuple[float, float, tuple[int, int]]:
 def beam_dsl_model(configs):
     from beam_dsl.transforms.inference.transform import RunModel
 
-    return lambda rows: (rows | RunModel(**configs["first"]))["main"] | beam.Map(
+    return lambda rows: (rows | RunModel.from_config(configs["first"]))["main"] | beam.Map(
         lambda r: r.a
     )
 
@@ -177,7 +177,7 @@ def beam_dsl_model(configs):
 def beam_dsl_ensemble(configs, name):
     from beam_dsl.transforms.ensemble.transform import RunEnsemble
 
-    return lambda rows: (rows | RunEnsemble(**configs[name]))["main"] | beam.Map(
+    return lambda rows: (rows | RunEnsemble.from_config(configs[name]))["main"] | beam.Map(
         lambda r: r.prediction
     )
 

@@ -105,24 +105,52 @@ def save_model(model: Any, path: str) -> str:
     return file_sha256(path)
 
 
+# The scikit-learn types beam_dsl vouches for: those that TRAIN's pipelines
+# hold (the encoders, and the internals of tree, boosting and neighbour
+# estimators) where skops does not trust them by default. They are data
+# structures rebuilt from arrays, which run no code of the file's choosing
+# (skops leaves Tree out of its defaults because a forged one can crash the
+# process that predicts with it: a forged file is still a denial of service).
+VOUCHED_TYPES = (
+    "sklearn.pipeline.Pipeline",
+    "sklearn.compose._column_transformer.ColumnTransformer",
+    "sklearn.preprocessing._encoders.OneHotEncoder",
+    "sklearn.preprocessing._encoders.OrdinalEncoder",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+)
+
+
+class UntrustedTypes(ModelStoreError):
+    """A skops file holding types that are not trusted (``types``)."""
+
+    def __init__(self, path: str, types: Sequence[str]):
+        self.types = list(types)
+        super().__init__(f"'{path}' holds types that are not trusted: {', '.join(self.types)}")
+
+
 def load_model(path: str, allow_pickle: bool = False, trusted: Sequence[str] = ()) -> Any:
     """Loads a model file.
 
-    skops files load with skops' default trusted types plus ``trusted``;
-    anything else is refused. Pickle and joblib files can run arbitrary code
-    when loaded, so they need ``allow_pickle=True``.
+    skops files load trusting skops' default types, :data:`VOUCHED_TYPES` and
+    ``trusted`` (a MODEL's TRUST), and nothing else: no file beside the model
+    (a manifest) widens trust, so writing to the model folder never makes
+    code run. Pickle and joblib files can run arbitrary code when loaded, so
+    they need ``allow_pickle=True``.
     """
     if not os.path.exists(path):
         raise ModelStoreError(f"model file '{path}' does not exist")
     if path.endswith(SKOPS_SUFFIXES):
         import skops.io
 
-        untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in set(trusted)]
+        allowed = [*VOUCHED_TYPES, *trusted]
+        untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in allowed]
         if untrusted:
-            raise ModelStoreError(
-                f"'{path}' holds types that are not trusted: {', '.join(untrusted)}"
-            )
-        return skops.io.load(path, trusted=list(trusted) or None)
+            raise UntrustedTypes(path, untrusted)
+        return skops.io.load(path, trusted=allowed)
     if path.endswith(PICKLE_SUFFIXES):
         if not allow_pickle:
             raise ModelStoreError(
@@ -173,21 +201,3 @@ def promoted_models(template: str) -> dict[str, str] | None:
         for entry in manifest.get("models", [])
         if entry["promoted"]
     }
-
-
-def recorded_trusted_types(template: str, path: str) -> list[str]:
-    """The skops types TRAIN recorded as trusted for exactly this file.
-
-    TRAIN lists, per model, the types skops does not trust by default (such
-    as ``sklearn.tree._tree.Tree``) that it wrote itself. They are trusted only
-    while the file is the one the manifest names, byte for byte (same sha256).
-    """
-    manifest = read_manifest(template)
-    if manifest is None:
-        return []
-    directory = os.path.dirname(manifest_path(template))
-    for entry in manifest.get("models", []):
-        listed = entry.get("file") and os.path.normpath(os.path.join(directory, entry["file"]))
-        if listed == os.path.normpath(path) and entry.get("sha256") == file_sha256(path):
-            return list(entry.get("trusted_types", []))
-    return []

@@ -8,10 +8,6 @@ METRICS = CLASSIFIER_METRICS + REGRESSOR_METRICS
 
 ENCODERS = ("onehot", "scale", "ordinal", "passthrough")
 
-FRAMEWORKS = ("sklearn", "pytorch", "huggingface", "onnx", "custom")
-
-DEVICES = ("gpu", "cpu", "auto")
-
 # Beam resource hints a HINTS clause may set (see apache_beam.transforms.resources).
 HINTS = ("accelerator", "min_ram", "cpu_count")
 

@@ -295,6 +295,36 @@ def test_run_model_serves_blip_captions_as_lists(tmp_path, tiny_models, images):
     assert len(errors) == 1 and "No such file" in errors[0]["reason"]
 
 
+def test_classes_name_a_huggingface_classifiers_logits(tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = ["a", "the", "good", "bad", "fine", "awful", "movie"]
+    tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(specials + words)})
+    torch.manual_seed(3)
+    net = BertForSequenceClassification(BertConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=32, num_labels=3)).eval()
+    path = str(tmp_path / "sentiment")
+    net.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    texts = ["a good movie", "the awful movie", "fine", "bad bad bad", "good"]
+    labels = ("negative", "neutral", "positive")
+    config = ModelConfig("sentiment", "huggingface", path=path, input=("text",), classes=labels)
+    result = build_predictor(config).predict(pd.DataFrame({"text": texts}))
+    inputs = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=32)
+    with torch.no_grad():
+        proba = net(**inputs).logits.softmax(-1)
+    best = proba.argmax(1).tolist()
+    assert result["sentiment"].tolist() == [labels[i] for i in best]
+    assert result["confidence"].tolist() == pytest.approx(proba.max(1).values.tolist(),
+                                                          abs=1e-5)
+    assert set(result["proba"].iloc[0]) == set(labels)
+    own = build_predictor(dataclasses.replace(config, classes=None))  # the model's id2label
+    answered = own.predict(pd.DataFrame({"text": texts}))["sentiment"].tolist()
+    assert answered == [f"LABEL_{i}" for i in best]
+
+
 def test_device_gpu_without_a_gpu_stops_a_huggingface_model(tiny_models):
     if gpu_visible():
         pytest.skip("a GPU is visible here")

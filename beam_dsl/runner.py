@@ -28,11 +28,9 @@ from beam_dsl.diagnostics import DiagnosticError
 from beam_dsl.dsl.compiler import Compilation, compile_pipeline
 from beam_dsl.dsl.yamlfile import load_schema
 from beam_dsl.transforms.common.rows import schema_fields
+from beam_dsl.vocabulary import family
 
 COUNTER_NAMESPACE = "beam_dsl"
-
-# Frameworks whose beam_dsl code (or a user's handler) may import torch.
-_TORCH_FRAMEWORKS = {"pytorch", "huggingface", "custom"}
 
 
 @dataclass
@@ -203,8 +201,10 @@ def _may_need_torch(compilation: Compilation) -> bool:
     known = builtins | set(compilation.defs) | {"composite", "chain"}
     if compilation.types - known:
         return True
+    # Frameworks whose beam_dsl code (or a user's handler) may import torch.
+    torch_frameworks = set(family("frameworks").names(kind="torch"))
     return any(
-        _frameworks(d.config.to_json()) & _TORCH_FRAMEWORKS for d in compilation.defs.values()
+        _frameworks(d.config.to_json()) & torch_frameworks for d in compilation.defs.values()
     )
 
 

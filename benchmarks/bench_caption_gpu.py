@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import gc
 import json
@@ -460,7 +461,7 @@ def profile_dsl(device: str, timings: dict[str, list[float]]) -> Iterator[None]:
     """
     from transformers import BlipForConditionalGeneration
 
-    from beam_dsl.transforms.inference import deep_models
+    from beam_dsl.transforms.inference.frameworks import huggingface
 
     def timed(original: Callable[..., Any], label: Callable[..., str]) -> Callable[..., Any]:
         def wrapper(*args, **kwargs):
@@ -474,9 +475,9 @@ def profile_dsl(device: str, timings: dict[str, list[float]]) -> Iterator[None]:
         return wrapper
 
     patches = [
-        (deep_models, "decode_images", lambda values, *_: f"decode {len(values)}"),
+        (huggingface, "decode_images", lambda values, *_: f"decode {len(values)}"),
         (BlipForConditionalGeneration, "generate", lambda *_: "generate"),
-        (deep_models.HuggingFaceModel, "answer",
+        (huggingface.HuggingFaceModel, "answer",
          lambda model, frame, *_: f"{model.name} answer {len(frame)}"),
     ]
     originals = [getattr(owner, name) for owner, name, _ in patches]
@@ -506,10 +507,11 @@ def bench_dsl(paths: dict[str, str], images: Sequence[str], work: str, device: s
         raise RuntimeError(f"spec does not parse: {diagnostics}")
     config = {t.name: t.config for t in lower_spec(spec)}["caption_ranking"]
     if host:
-        from beam_dsl.transforms.inference import deep_models
+        from beam_dsl.transforms.inference.frameworks import huggingface
 
-        config["models"] = {m: {**c, "dtype": "float32"} for m, c in config["models"].items()}
-        deep_models.decodes_on_device = lambda processor, device: False
+        models = {m: dataclasses.replace(c, dtype="float32") for m, c in config.models.items()}
+        config = dataclasses.replace(config, models=models)
+        huggingface.decodes_on_device = lambda processor, device: False
 
     def one(count: int) -> tuple[int, float, dict[str, Any]]:
         csv = write_csv(os.path.join(work, f"dsl_{count}.csv"), images[:count])
@@ -517,7 +519,7 @@ def bench_dsl(paths: dict[str, str], images: Sequence[str], work: str, device: s
 
         def build(pipeline):
             rows = pipeline | "Read" >> beam.io.ReadFromCsv(csv)
-            outputs = rows | "caption_ranking" >> RunEnsemble(**config)
+            outputs = rows | "caption_ranking" >> RunEnsemble.from_config(config)
             _ = (outputs["main"]
                  | "Best" >> beam.Map(lambda row: json.dumps(list(row.best_captions)))
                  | "WriteMain" >> beam.io.WriteToText(prefix + "_main"))

@@ -169,7 +169,7 @@ def _run(build: Callable[[Any], Any]) -> tuple[float, float, tuple[int, int]]:
 def beam_dsl_model(configs):
     from beam_dsl.transforms.inference.transform import RunModel
 
-    return lambda rows: (rows | RunModel(**configs["first"]))["main"] | beam.Map(
+    return lambda rows: (rows | RunModel.from_config(configs["first"]))["main"] | beam.Map(
         lambda r: r.a
     )
 

@@ -8,8 +8,11 @@ import pytest
 torch = pytest.importorskip("torch")
 Image = pytest.importorskip("PIL.Image")
 
-from beam_dsl.transforms.inference.deep_models import decode_image  # noqa: E402
-from beam_dsl.transforms.inference.image_inputs import decode_images, load_kwargs  # noqa: E402
+from beam_dsl.transforms.inference.image_inputs import (  # noqa: E402
+    decode_image,
+    decode_images,
+    load_kwargs,
+)
 
 
 def _encoded(fmt: str, size=(20, 12), seed=0) -> bytes:
@@ -28,7 +31,7 @@ def values(tmp_path):
 
 
 def test_host_decoding_keeps_row_order_and_reports_bad_rows(values):
-    images, errors = decode_images(values, decode_image)
+    images, errors = decode_images(values)
     sizes = [im.size if im is not None else None for im in images]
     assert sizes == [(640, 480), (7, 5), None, None]
     assert errors[0] is None and errors[1] is None
@@ -39,7 +42,7 @@ def test_host_decoding_keeps_row_order_and_reports_bad_rows(values):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU visible")
 def test_gpu_decoding_gives_device_tensors_matching_the_host(values):
     pytest.importorskip("torchvision")
-    images, errors = decode_images(values, decode_image, "cuda")
+    images, errors = decode_images(values, "cuda")
     assert [e is None for e in errors] == [True, True, False, False]
     assert images[0].device.type == "cuda" and tuple(images[0].shape) == (3, 480, 640)
     host = torch.from_numpy(np.array(decode_image(values[0]))).permute(2, 0, 1)
@@ -49,8 +52,8 @@ def test_gpu_decoding_gives_device_tensors_matching_the_host(values):
 
 
 def test_dtype_choice():
-    assert load_kwargs({"dtype": "float32"}, "cuda") == {"dtype": torch.float32}
-    assert load_kwargs({"dtype": "bfloat16"}, "cpu") == {"dtype": torch.bfloat16}
-    assert load_kwargs({}, "cpu") == {}  # the checkpoint's own dtype
+    assert load_kwargs("float32", "cuda") == {"dtype": torch.float32}
+    assert load_kwargs("bfloat16", "cpu") == {"dtype": torch.bfloat16}
+    assert load_kwargs("auto", "cpu") == {}  # the checkpoint's own dtype
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        assert load_kwargs({}, "cuda") == {"dtype": torch.bfloat16}
+        assert load_kwargs("auto", "cuda") == {"dtype": torch.bfloat16}

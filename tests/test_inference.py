@@ -8,50 +8,38 @@ Beam's in-process runner.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import logging
 import os
+import re
+import time
+import zipfile
+from pathlib import Path
 
 import apache_beam as beam
 import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import skops.io
 from apache_beam.ml.inference.base import ModelHandler, ModelMetadata, PredictionResult
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pipeline import PipelineVisitor
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.typehints.row_type import RowTypeConstraint
 from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.tree import DecisionTreeClassifier
 
+import beam_dsl.dsl
 from beam_dsl.diagnostics import DiagnosticError
+from beam_dsl.ir import Call
+from beam_dsl.ir.model import Batch, ModelConfig
 from beam_dsl.transforms.inference.predictors import build_predictor, key_paths
 from beam_dsl.transforms.inference.transform import PredictorHandler, RunModel
 from beam_dsl.transforms.training import modelstore
-
-
-def model_config(name: str, framework: str = "sklearn", **overrides) -> dict:
-    """A MODEL config shaped like beam_dsl.dsl.lower emits it."""
-    config = {
-        "name": name,
-        "framework": framework,
-        "path": None,
-        "handler": None,
-        "model_class": None,
-        "call": None,
-        "per": [],
-        "fallback": None,
-        "input": None,
-        "output": [name],
-        "batch": {"min": 1, "max": 1024, "wait_s": None},
-        "device": "cpu",
-        "shared": False,
-        "refresh_s": None,
-    }
-    config.update(overrides)
-    return config
 
 
 def _json_lines(pcoll, path: str, label: str) -> None:
@@ -69,11 +57,11 @@ def _read_lines(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def run_model(tmp_path, rows: list[beam.Row], config: dict, before_run=None, **kwargs):
+def run_model(tmp_path, rows: list[beam.Row], config: ModelConfig, before_run=None):
     """Runs RunModel over ``rows``; returns its (main, errors) rows as dicts."""
     out = str(tmp_path / "out")
     pipeline = beam.Pipeline(runner=FnApiRunner())
-    results = pipeline | beam.Create(rows) | RunModel(**config, **kwargs)
+    results = pipeline | beam.Create(rows) | RunModel.from_config(config)
     _json_lines(results["main"], out + ".main", "Main")
     _json_lines(results["errors"], out + ".errors", "Errors")
     if before_run is not None:
@@ -118,7 +106,7 @@ def test_predictor_answers_a_frame_with_scores_and_provenance(tmp_path):
     model = fit_classifier(frame)
     path = str(tmp_path / "income.skops")
     sha = modelstore.save_model(model, path)
-    predictor = build_predictor(model_config("income", path=path, output=["predicted"]))
+    predictor = build_predictor(ModelConfig("income", "sklearn", path=path, output=("predicted",)))
     batch = frame.iloc[10:20].set_index(pd.Index(range(100, 110)))
     result = predictor.predict(batch)
     assert list(result.index) == list(batch.index)
@@ -138,7 +126,7 @@ def test_predictor_gives_a_regressor_no_confidence(tmp_path):
     path = str(tmp_path / "hours.skops")
     model = LinearRegression().fit(frame[["age"]], frame.hours)
     modelstore.save_model(model, path)
-    result = build_predictor(model_config("hours", path=path)).predict(frame.head(5))
+    result = build_predictor(ModelConfig("hours", "sklearn", path=path)).predict(frame.head(5))
     assert result["hours"].tolist() == pytest.approx(model.predict(frame[["age"]].head(5)))
     assert result["confidence"].isna().all() and result["proba"].isna().all()
 
@@ -150,7 +138,7 @@ def test_predictor_isolates_the_rows_a_model_rejects(tmp_path):
     modelstore.save_model(model, path)
     batch = frame.copy()
     batch.loc[[3, 11], "age"] = np.nan  # LogisticRegression refuses NaN
-    result = build_predictor(model_config("income", path=path)).predict(batch)
+    result = build_predictor(ModelConfig("income", "sklearn", path=path)).predict(batch)
     assert result.index[result["error"].notna()].tolist() == [3, 11]
     assert "NaN" in result.loc[3, "error"]
     good = batch.drop(index=[3, 11])
@@ -163,7 +151,7 @@ def test_without_input_a_model_reads_the_columns_it_was_trained_on(tmp_path):
     path = str(tmp_path / "income.skops")
     model = fit_classifier(frame)  # fitted on a frame: feature_names_in_ = age, hours
     modelstore.save_model(model, path)
-    predictor = build_predictor(model_config("income", path=path))
+    predictor = build_predictor(ModelConfig("income", "sklearn", path=path))
     assert predictor.inputs == ["age", "hours"]
     result = predictor.predict(frame)  # education and income are ignored
     assert result["income"].tolist() == model.predict(frame[["age", "hours"]]).tolist()
@@ -175,7 +163,7 @@ def test_pickle_files_need_allow_pickle(tmp_path):
     frame = census(50)
     path = str(tmp_path / "income.joblib")
     joblib.dump(fit_classifier(frame), path)
-    config = model_config("income", path=path)
+    config = ModelConfig("income", "sklearn", path=path)
     with pytest.raises(DiagnosticError) as refused:
         build_predictor(config)
     assert refused.value.diagnostics[0].code == "E402"
@@ -185,7 +173,7 @@ def test_pickle_files_need_allow_pickle(tmp_path):
 
 def test_a_missing_model_file_is_an_E401(tmp_path):
     with pytest.raises(DiagnosticError) as missing:
-        build_predictor(model_config("income", path=str(tmp_path / "nope.skops")))
+        build_predictor(ModelConfig("income", "sklearn", path=str(tmp_path / "nope.skops")))
     assert missing.value.diagnostics[0].code == "E401"
     assert "MODEL income" in str(missing.value)
 
@@ -198,9 +186,9 @@ def test_run_model_adds_predictions_and_model_id_to_each_row(tmp_path):
     path = str(tmp_path / "income.skops")
     model = fit_classifier(frame)
     sha = modelstore.save_model(model, path)
-    config = model_config(
-        "income", path=path, input=["age", "hours"], output=["predicted_income"],
-        batch={"min": 8, "max": 32, "wait_s": None},
+    config = ModelConfig(
+        "income", "sklearn", path=path, input=("age", "hours"), output=("predicted_income",),
+        batch=Batch(min=8, max=32),
     )
     main, errors = run_model(tmp_path, as_rows(frame), config)
     assert errors == []
@@ -218,7 +206,7 @@ def test_run_model_output_can_replace_an_input_field(tmp_path):
     path = str(tmp_path / "income.skops")
     model = fit_classifier(frame, flip=True)
     modelstore.save_model(model, path)
-    main, _ = run_model(tmp_path, as_rows(frame), model_config("income", path=path))
+    main, _ = run_model(tmp_path, as_rows(frame), ModelConfig("income", "sklearn", path=path))
     assert sorted(r["income"] for r in main) == sorted(model.predict(frame[["age", "hours"]]))
     assert set(main[0]) == {"age", "hours", "education", "income", "model_id"}
 
@@ -229,8 +217,9 @@ def test_run_model_sends_rejected_rows_to_errors_and_finishes(tmp_path):
     modelstore.save_model(fit_classifier(frame), path)
     rows = as_rows(frame)
     rows[5] = beam.Row(age=None, hours=20.0, education="Masters", income="<=50K")
-    batch = {"min": 4, "max": 16, "wait_s": 0.05}  # BATCH 4 TO 16 WAIT 50ms
-    main, errors = run_model(tmp_path, rows, model_config("income", path=path, batch=batch))
+    batch = Batch(min=4, max=16, wait_s=0.05)  # BATCH 4 TO 16 WAIT 50ms
+    main, errors = run_model(tmp_path, rows, ModelConfig("income", "sklearn", path=path,
+                                                         batch=batch))
     assert len(main) == 39 and len(errors) == 1
     assert json.loads(errors[0]["row"]) == {
         "age": None, "hours": 20.0, "education": "Masters", "income": "<=50K"}
@@ -239,7 +228,8 @@ def test_run_model_sends_rejected_rows_to_errors_and_finishes(tmp_path):
 
 def test_an_input_column_the_rows_lack_is_an_E405_at_construction(tmp_path):
     frame = census(10)
-    config = model_config("income", path=str(tmp_path / "x.skops"), input=["age", "salary"])
+    config = ModelConfig("income", "sklearn", path=str(tmp_path / "x.skops"),
+                         input=("age", "salary"))
     with pytest.raises(DiagnosticError) as missing:
         run_model(tmp_path, as_rows(frame), config)
     assert missing.value.diagnostics[0].code == "E405"
@@ -247,11 +237,68 @@ def test_an_input_column_the_rows_lack_is_an_E405_at_construction(tmp_path):
 
 
 def test_batch_and_shared_clauses_reach_beam():
-    config = model_config("m", batch={"min": 32, "max": 1024, "wait_s": 0.1}, shared=True)
+    config = ModelConfig("m", "sklearn", path="m.skops", batch=Batch(32, 1024, 0.1), shared=True)
     handler = PredictorHandler(config, ["a"])
     assert handler.batch_elements_kwargs() == {
         "min_batch_size": 32, "max_batch_size": 1024, "max_batch_duration_secs": 0.1}
     assert handler.share_model_across_processes()
+
+
+def test_rows_without_a_schema_are_an_E405():
+    pipeline = beam.Pipeline(runner=FnApiRunner())
+    rows = pipeline | beam.Create([{"age": 30.0}])
+    with pytest.raises(DiagnosticError) as no_schema:
+        _ = rows | RunModel.from_config(ModelConfig("m", "sklearn", path="m.skops"))
+    assert no_schema.value.diagnostics[0].code == "E405"
+    assert "MODEL m" in str(no_schema.value) and "schema" in str(no_schema.value)
+
+
+@pytest.mark.parametrize(
+    "mistake, message",
+    [
+        ({"framework": "tensorflow"}, "unknown framework 'tensorflow'"),
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"batch": {"min": 64, "max": 8}}, "BATCH 64 TO 8"),
+        ({"refresh_s": 0}, "REFRESH EVERY must be a positive duration"),
+        ({"per": ["region"]}, "PER needs {key}"),
+        ({"path": "models/{key}.skops"}, "has {key} but there is no PER"),
+        ({"handler": {"callable": "pkg.Handler"}}, "a CUSTOM MODEL has a handler and no path"),
+        ({"model_class": {"callable": "pkg.Net"}}, "CLASS is only for PYTORCH models"),
+        ({"framework": "onnx", "path": "m.onnx", "trust": ["x.Y"]},
+         "TRUST is only for SKLEARN models"),
+        ({"classes": ["yes"]}, "two or more distinct labels"),
+        ({"classes": ["no", "yes"], "output": ["label", "score"]}, "a single OUTPUT"),
+        ({"fallback": {"name": "g", "framework": "sklearn", "path": "g.skops"}},
+         "FALLBACK is only for PER models"),
+        ({"path": "models/{key}.skops", "per": ["k"],
+          "fallback": {"name": "g", "framework": "sklearn", "path": "g.skops", "device": "tpu"}},
+         "MODEL g: error[E406]: unknown device 'tpu'"),
+    ],
+)
+def test_a_model_config_lint_would_refuse_is_an_E406(mistake, message):
+    """RunModel built from Python (or a hand-edited compiled file) gets the checks lint makes."""
+    config = {"name": "m", "framework": "sklearn", "path": "models/m.skops", **mistake}
+    with pytest.raises(DiagnosticError) as refused:
+        RunModel(**config)
+    assert refused.value.diagnostics[0].code == "E406"
+    assert message in str(refused.value)
+
+
+def test_the_grammar_and_the_frameworks_registry_name_the_same_frameworks():
+    """Adding a framework is its module, its import in frameworks/__init__.py and its
+    grammar keyword; the CUSTOM clause is the ``custom`` framework."""
+    from beam_dsl.transforms.inference.base import SingleModel
+    from beam_dsl.vocabulary import family
+
+    grammar = Path(beam_dsl.dsl.__file__).with_name("grammar.lark").read_text()
+    token = re.search(r"^FRAMEWORK\.\d+: /\((.*)\)\\b/i$", grammar, re.M)
+    frameworks = family("frameworks")
+    assert {k.lower() for k in token.group(1).split("|")} | {"custom"} == set(frameworks)
+    for name in frameworks:
+        entry = frameworks[name]
+        assert issubclass(entry.impl, SingleModel) and entry.kind in ("torch", "python")
+        assert set(entry.meta["clauses"]) <= {"CLASS", "CALL", "TRUST", "CLASSES"}
+    assert set(frameworks.names(kind="torch")) == {"pytorch", "huggingface", "custom"}
 
 
 # ---------------------------------------------------------------- PER models
@@ -287,10 +334,11 @@ def test_per_key_models_come_from_the_manifest_with_a_fallback(tmp_path):
     fallback_path = str(tmp_path / "models" / "income_global.skops")
     fallback = fit_classifier(frame)
     fallback_sha = modelstore.save_model(fallback, fallback_path)
-    fallback_config = model_config("income_global", path=fallback_path, output=["predicted"])
-    config = model_config(
-        "income_models", path=template, per=["education"], fallback=fallback_config,
-        input=["age", "hours"], output=["predicted"],
+    fallback_config = ModelConfig("income_global", "sklearn", path=fallback_path,
+                                  output=("predicted",))
+    config = ModelConfig(
+        "income_models", "sklearn", path=template, per=("education",), fallback=fallback_config,
+        input=("age", "hours"), output=("predicted",),
     )
     main, errors = run_model(tmp_path, as_rows(frame), config)
     assert errors == [] and len(main) == len(frame)
@@ -314,8 +362,8 @@ def test_per_key_without_manifest_or_fallback_sends_unknown_keys_to_errors(tmp_p
     template, models = save_per_key_models(
         tmp_path, frame, {"Bachelors": True, "Masters": True}, manifest=False
     )
-    config = model_config("income_models", path=template, per=["education"],
-                          input=["age", "hours"])
+    config = ModelConfig("income_models", "sklearn", path=template, per=("education",),
+                         input=("age", "hours"))
     main, errors = run_model(tmp_path, as_rows(frame), config)
     served = frame.education.isin(["Bachelors", "Masters"])
     assert len(main) == served.sum() and len(errors) == (~served).sum()
@@ -330,8 +378,8 @@ def test_per_key_without_manifest_or_fallback_sends_unknown_keys_to_errors(tmp_p
 def test_per_key_set_is_read_at_run_time_not_at_construction(tmp_path):
     frame = census(200)
     template = str(tmp_path / "models" / "income" / "{key}.skops")
-    config = model_config("income_models", path=template, per=["education"],
-                          input=["age", "hours"], output=["predicted"])
+    config = ModelConfig("income_models", "sklearn", path=template, per=("education",),
+                         input=("age", "hours"), output=("predicted",))
     written = {}
 
     def train_models():  # as a TRAIN earlier in the same pipeline would
@@ -349,8 +397,8 @@ def test_a_key_whose_model_file_is_broken_gets_errors_not_a_crash(tmp_path):
                                       manifest=False)
     with open(modelstore.resolve(template, ("Masters",)), "wb") as f:
         f.write(b"not a model")
-    config = model_config("income_models", path=template, per=["education"],
-                          input=["age", "hours"])
+    config = ModelConfig("income_models", "sklearn", path=template, per=("education",),
+                         input=("age", "hours"))
     main, errors = run_model(tmp_path, as_rows(frame[frame.education != "HS grad"]), config)
     assert {r["model_key"] for r in main} == {"Bachelors"}
     masters = [e for e in errors if json.loads(e["row"])["education"] == "Masters"]
@@ -358,56 +406,160 @@ def test_a_key_whose_model_file_is_broken_gets_errors_not_a_crash(tmp_path):
 
 
 def test_per_key_refresh_picks_up_retrained_models(tmp_path):
+    """REFRESH EVERY d: a retrained key's model answers once d has passed since the key
+    set was read, and not before (the old test re-predicted within its own 10 ms period,
+    so it failed whenever retraining took less than that)."""
     frame = census(200)
     template, _ = save_per_key_models(tmp_path, frame, {"Bachelors": True}, manifest=False)
-    config = model_config("m", path=template, per=["education"], input=["age", "hours"],
-                          refresh_s=0.01)
+    config = ModelConfig("m", "sklearn", path=template, per=("education",),
+                         input=("age", "hours"), refresh_s=0.2)
+    hourly = build_predictor(dataclasses.replace(config, refresh_s=3600.0))
     predictor = build_predictor(config)
     rows = frame[frame.education == "Bachelors"]
     before = predictor.predict(rows)
+    assert hourly.predict(rows)["model_id"].tolist() == before["model_id"].tolist()
     path = modelstore.resolve(template, ("Bachelors",))
     modelstore.save_model(fit_classifier(rows, flip=True), path)
     os.utime(path, (1, 1))  # a different mtime for sure
+    time.sleep(0.25)  # the fast predictor's REFRESH period has passed, the hourly one's not
     after = predictor.predict(rows)
     assert (before["m"] != after["m"]).all()
     assert before["model_id"].iloc[0] != after["model_id"].iloc[0]
+    unchanged = hourly.predict(rows)
+    assert unchanged["m"].tolist() == before["m"].tolist()
+    assert unchanged["model_id"].tolist() == before["model_id"].tolist()
 
 
 # ---------------------------------------------------------------- DEVICE
 
 
 def test_device_gpu_without_a_gpu_is_an_E403_and_auto_falls_back(tmp_path, caplog):
-    from beam_dsl.transforms.inference.predictors import gpu_visible, resolve_device
+    from beam_dsl.transforms.inference.base import gpu_visible, resolve_device
 
     if gpu_visible():
         pytest.skip("a GPU is visible here")
     with pytest.raises(DiagnosticError) as no_gpu:
-        resolve_device(model_config("blip", device="gpu"))
+        resolve_device(ModelConfig("blip", "huggingface", path="blip", device="gpu"))
     assert no_gpu.value.diagnostics[0].code == "E403"
     assert "DEVICE AUTO" in str(no_gpu.value)
-    with caplog.at_level(logging.INFO, logger="beam_dsl.transforms.inference.predictors"):
-        assert resolve_device(model_config("clip", device="auto")) == "cpu"
+    with caplog.at_level(logging.INFO, logger="beam_dsl.transforms.inference.base"):
+        assert resolve_device(ModelConfig("clip", "huggingface", path="clip",
+                                          device="auto")) == "cpu"
     assert "DEVICE AUTO found no GPU" in caplog.text
 
 
-def test_decision_trees_load_with_the_types_train_recorded(tmp_path):
-    frame = census(100)
-    template = str(tmp_path / "trees" / "{key}.skops")
+# ---------------------------------------------------------------- TRUST
+
+
+def skops_running(path: str, command: str) -> str:
+    """A real skops dump of a classifier, edited so that loading it calls
+    ``os.system(command)``: its ``verbose`` becomes a node whose constructor is
+    ``os.system`` (skops' LossNode takes module and name from the file)."""
+    source = str(path) + ".real.skops"
+    skops.io.dump(fit_classifier(census(50)), source)
+    with zipfile.ZipFile(source) as real:
+        schema = json.loads(real.read("schema.json"))
+        files = {n: real.read(n) for n in real.namelist() if n != "schema.json"}
+
+    def node(cls: str, loader: str, content, **more):
+        return {"__class__": cls, "__module__": "builtins", "__loader__": loader,
+                "content": content, **more}
+
+    argument = node("str", "JsonNode", json.dumps(command), is_json=True)
+    schema["content"]["content"]["verbose"] = {
+        "__class__": "system", "__module__": "os", "__loader__": "LossNode",
+        "__reduce__": {"args": node("tuple", "TupleNode", [argument])},
+        "content": node("dict", "DictNode", {}, key_types=node("list", "ListNode", [])),
+    }
+    with zipfile.ZipFile(path, "w") as forged:
+        forged.writestr("schema.json", json.dumps(schema))
+        for name, data in files.items():
+            forged.writestr(name, data)
+    return str(path)
+
+
+def test_a_forged_manifest_never_makes_a_skops_file_run_code(tmp_path):
+    # The payload is live: trusting os.system, as the manifest asks, runs it.
+    probe = tmp_path / "probe-ran"
+    skops.io.load(skops_running(tmp_path / "probe.skops", f"touch {probe}"),
+                  trusted=["os.system"])
+    assert probe.exists()
+    marker = tmp_path / "payload-ran"
+    template = str(tmp_path / "models" / "{key}.skops")
     path = modelstore.resolve(template, ("Bachelors",))
+    os.makedirs(os.path.dirname(path))
+    skops_running(path, f"touch {marker}")
+    assert skops.io.get_untrusted_types(file=path) == ["os.system"]
+    entry = {"key": ["Bachelors"], "file": "Bachelors.skops", "promoted": True,
+             "sha256": modelstore.file_sha256(path), "trusted_types": ["os.system"]}
+    modelstore.write_manifest(template, {"models": [entry]})  # forged beside the model
+    single = ModelConfig("m", "sklearn", path=path)
+    modelstore.write_manifest(path, {"models": [{**entry, "file": os.path.basename(path)}]})
+    with pytest.raises(DiagnosticError) as refused:
+        build_predictor(single)
+    assert refused.value.diagnostics[0].code == "E402"
+    assert "os.system" in str(refused.value)
+    frame = census(60)
+    config = ModelConfig("m", "sklearn", path=template, per=("education",),
+                         input=("age", "hours"))
+    main, errors = run_model(tmp_path, as_rows(frame[frame.education == "Bachelors"]), config)
+    assert main == [] and len(errors) == (frame.education == "Bachelors").sum()
+    assert all("error[E402]" in e["reason"] and "os.system" in e["reason"] for e in errors)
+    assert not marker.exists()
+
+
+def test_a_users_own_skops_file_serves_with_trust_for_what_beam_dsl_does_not_vouch_for(
+    tmp_path,
+):
+    """Trees are among the types beam_dsl vouches for (TRAIN writes them), so a user's
+    own DecisionTree serves as it is; a ball tree (which TRAIN's defaults never
+    write) needs TRUST."""
+    frame = census(100)
+    tree_path = str(tmp_path / "tree.skops")
     tree = DecisionTreeClassifier(max_depth=3).fit(frame[["age", "hours"]], frame.income)
-    sha = modelstore.save_model(tree, path)
-    config = model_config("trees", path=template, per=["education"], input=["age", "hours"])
-    # no manifest: skops does not trust sklearn's Tree type, so the key's rows get errors
-    refused = build_predictor(config).predict(frame[frame.education == "Bachelors"])
-    assert refused["error"].str.contains("not trusted").all()
-    entry = {"key": ["Bachelors"], "file": "Bachelors.skops", "sha256": sha, "promoted": True,
-             "trusted_types": ["sklearn.tree._tree.Tree"]}
-    modelstore.write_manifest(template, {"models": [entry]})
-    answered = build_predictor(config).predict(frame[frame.education == "Bachelors"])
-    assert answered["error"].isna().all()
-    modelstore.save_model(DecisionTreeClassifier().fit(frame[["age"]], frame.income), path)
-    changed = build_predictor(config).predict(frame[frame.education == "Bachelors"])
-    assert changed["error"].str.contains("not trusted").all()  # not the file TRAIN wrote
+    skops.io.dump(tree, tree_path)  # plain skops, no beam_dsl manifest
+    assert skops.io.get_untrusted_types(file=tree_path) == ["sklearn.tree._tree.Tree"]
+    served = build_predictor(ModelConfig("tree", "sklearn", path=tree_path)).predict(frame)
+    assert served["tree"].tolist() == tree.predict(frame[["age", "hours"]]).tolist()
+
+    path = str(tmp_path / "neighbours.skops")
+    model = KNeighborsClassifier(algorithm="ball_tree").fit(frame[["age", "hours"]],
+                                                            frame.income)
+    skops.io.dump(model, path)
+    ball_tree = "sklearn.neighbors._ball_tree.BallTree"
+    assert ball_tree in skops.io.get_untrusted_types(file=path)
+    config = ModelConfig("near", "sklearn", path=path)
+    with pytest.raises(DiagnosticError) as refused:
+        build_predictor(config)
+    assert refused.value.diagnostics[0].code == "E402"
+    assert f"TRUST '{ball_tree}'" in refused.value.diagnostics[0].hint
+    trusted = build_predictor(dataclasses.replace(config, trust=(ball_tree,)))
+    answered = trusted.predict(frame)
+    assert answered["near"].tolist() == model.predict(frame[["age", "hours"]]).tolist()
+
+
+# ---------------------------------------------------------------- CLASSES
+
+
+def test_sklearn_classes_must_be_the_models_classes(tmp_path):
+    frame = census(100)
+    path = str(tmp_path / "income.skops")
+    model = fit_classifier(frame)
+    modelstore.save_model(model, path)
+    labelled = ModelConfig("income", "sklearn", path=path, classes=("<=50K", ">50K"))
+    result = build_predictor(labelled).predict(frame)
+    assert result["income"].tolist() == model.predict(frame[["age", "hours"]]).tolist()
+    assert set(result["proba"].iloc[0]) == {"<=50K", ">50K"}
+    for wrong in ((">50K", "<=50K"), ("no", "yes")):
+        with pytest.raises(DiagnosticError) as mismatch:
+            build_predictor(dataclasses.replace(labelled, classes=wrong))
+        assert mismatch.value.diagnostics[0].code == "E407"
+        assert "'<=50K', '>50K'" in str(mismatch.value)
+    regressor = str(tmp_path / "hours.skops")
+    modelstore.save_model(LinearRegression().fit(frame[["age"]], frame.hours), regressor)
+    with pytest.raises(DiagnosticError) as no_classes:
+        build_predictor(dataclasses.replace(labelled, path=regressor))
+    assert "not a classifier" in str(no_classes.value)
 
 
 TRAIN_AND_SERVE_SPEC = """
@@ -465,8 +617,8 @@ def test_one_pipeline_trains_per_key_models_then_serves_them(tmp_path):
 
     Doctorate has too few rows for MIN ROWS, so its rows go to the FALLBACK
     that the same pipeline trains. No INPUT: the models read the columns
-    TRAIN fitted them on; TRAIN's decision trees load with the skops types
-    its manifest records.
+    TRAIN fitted them on; TRAIN's decision trees load because beam_dsl vouches
+    for the tree types its TRAIN writes (not because the manifest lists them).
     """
     from beam_dsl.runner import run_pipeline
 
@@ -512,9 +664,9 @@ def write_factor(path, factor: float) -> str:
     return str(path)
 
 
-def custom_config(path: str, **overrides) -> dict:
-    handler = {"callable": "test_inference.ScaleHandler", "args": [], "kwargs": {"path": path}}
-    return model_config("scaled", "custom", handler=handler, input=["x"], **overrides)
+def custom_config(path: str, **overrides) -> ModelConfig:
+    handler = Call("test_inference.ScaleHandler", kwargs={"path": path})
+    return ModelConfig("scaled", "custom", handler=handler, input=("x",), **overrides)
 
 
 def test_custom_runs_a_users_beam_model_handler(tmp_path):
@@ -527,8 +679,7 @@ def test_custom_runs_a_users_beam_model_handler(tmp_path):
 
 
 def test_custom_handler_that_cannot_be_imported_is_an_E404():
-    config = model_config("ranker", "custom", handler={
-        "callable": "mypkg.handlers.RankerHandler", "args": [], "kwargs": {}})
+    config = ModelConfig("ranker", "custom", handler=Call("mypkg.handlers.RankerHandler"))
     with pytest.raises(DiagnosticError) as missing:
         build_predictor(config)
     assert missing.value.diagnostics[0].code == "E404"
@@ -566,7 +717,7 @@ def test_model_updates_switch_predictions_to_the_new_model(tmp_path):
             | "WindowRows" >> beam.WindowInto(window)
         )
         config = custom_config(v1, refresh_s=600.0)
-        results = {"input": rows, "model_updates": updates} | RunModel(**config)
+        results = {"input": rows, "model_updates": updates} | RunModel.from_config(config)
         _json_lines(results["main"], out, "Main")
     by_x = {r["x"]: r for r in _read_lines(out)}
     assert {x: r["scaled"] for x, r in by_x.items()} == {
@@ -588,7 +739,7 @@ def test_refresh_watches_the_model_files_in_streaming_pipelines(tmp_path):
         labels.clear()
         pipeline = beam.Pipeline(options=PipelineOptions(streaming=streaming))
         rows = pipeline | beam.Create([beam.Row(x=1.0)])
-        _ = rows | RunModel(**config)
+        _ = rows | RunModel.from_config(config)
         pipeline.visit(Labels())
         watching = any(label.endswith("WatchFilePattern") or "Watch scaled" in label
                        for label in labels)
@@ -604,7 +755,7 @@ def test_shared_loads_one_copy_for_every_process(tmp_path):
     path = str(tmp_path / "income.skops")
     model = fit_classifier(frame)
     modelstore.save_model(model, path)
-    config = model_config("income", path=path, input=["age", "hours"], shared=True)
+    config = ModelConfig("income", "sklearn", path=path, input=("age", "hours"), shared=True)
     main, errors = run_model(tmp_path, as_rows(frame), config)
     assert errors == [] and len(main) == len(frame)
     assert sorted(r["income"] for r in main) == sorted(model.predict(frame[["age", "hours"]]))

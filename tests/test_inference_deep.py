@@ -8,6 +8,7 @@ build_tiny_models.py writes tiny random-weight BLIP and CLIP directories.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -26,11 +27,14 @@ pytest.importorskip("transformers")
 
 from onnx import TensorProto, helper  # noqa: E402
 from PIL import Image  # noqa: E402
-from test_inference import model_config, run_model  # noqa: E402
+from test_inference import run_model  # noqa: E402
 
 from beam_dsl.diagnostics import DiagnosticError  # noqa: E402
+from beam_dsl.ir import Call  # noqa: E402
+from beam_dsl.ir.model import Batch, ModelConfig  # noqa: E402
 from beam_dsl.runner import run_pipeline  # noqa: E402
-from beam_dsl.transforms.inference.predictors import build_predictor, gpu_visible  # noqa: E402
+from beam_dsl.transforms.inference.base import gpu_visible  # noqa: E402
+from beam_dsl.transforms.inference.predictors import build_predictor  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAUD = os.path.join(REPO, "pipelines", "pytorch_onnx")
@@ -109,8 +113,8 @@ def test_torchscript_without_class_answers_classes_with_confidence(tmp_path, dev
     net = _Classifier().eval()
     path = str(tmp_path / "digits.pt")
     torch.jit.script(net).save(path)
-    config = model_config("digits", "pytorch", path=path, input=["pixels"], output=["digit"],
-                          device=device)
+    config = ModelConfig("digits", "pytorch", path=path, input=("pixels",), output=("digit",),
+                         device=device)
     vectors = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
     frame = pd.DataFrame({"pixels": [v.tolist() for v in vectors]})
     result = build_predictor(config).predict(frame)
@@ -121,11 +125,70 @@ def test_torchscript_without_class_answers_classes_with_confidence(tmp_path, dev
     assert set(result["proba"].iloc[0]) == {0, 1, 2, 3}
 
 
+def test_classes_name_the_class_indices_a_network_answers(tmp_path):
+    torch.manual_seed(1)
+    net = _Classifier().eval()
+    path = str(tmp_path / "digits.pt")
+    torch.jit.script(net).save(path)
+    labels = ("zero", "one", "two", "three")
+    config = ModelConfig("digits", "pytorch", path=path, input=("pixels",), output=("digit",),
+                         classes=labels)
+    vectors = np.random.default_rng(1).normal(size=(8, 3)).astype(np.float32)
+    frame = pd.DataFrame({"pixels": [v.tolist() for v in vectors]})
+    result = build_predictor(config).predict(frame)
+    proba = torch.softmax(net(torch.from_numpy(vectors)).detach(), 1)
+    assert result["digit"].tolist() == [labels[i] for i in proba.argmax(1).tolist()]
+    assert result["confidence"].tolist() == pytest.approx(proba.max(1).values.tolist(),
+                                                          abs=1e-5)
+    first = dict(zip(labels, proba[0].tolist(), strict=True))
+    assert result["proba"].iloc[0] == pytest.approx(first, abs=1e-5)
+    # CLASSES that do not fit the network's four scores: every row to errors, no crash
+    rows = [beam.Row(id=i, pixels=v.tolist()) for i, v in enumerate(vectors)]
+    wrong = dataclasses.replace(config, classes=labels[:3], batch=Batch(4, 4))
+    main, errors = run_model(tmp_path, rows, wrong)
+    assert main == [] and len(errors) == len(rows)
+    assert all("CLASSES names 3 labels" in e["reason"] for e in errors)
+
+
+def test_classes_name_an_onnx_graphs_scores_or_class_index(tmp_path):
+    weights = np.array([[1.0, 0.0, -1.0], [0.0, 1.0, 0.5]], dtype=np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["scores"])]
+    graphs = {
+        "scores": nodes,
+        "index": nodes + [helper.make_node("ArgMax", ["scores"], ["index"], axis=1,
+                                           keepdims=0)],
+    }
+    x = np.random.default_rng(2).normal(size=(7, 2)).astype(np.float32)
+    labels = ("low", "mid", "high")
+    expected = [labels[i] for i in (x @ weights).argmax(1).tolist()]
+    for out, nodes in graphs.items():
+        graph = helper.make_graph(
+            nodes, out,
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
+            [helper.make_tensor_value_info(
+                out, TensorProto.FLOAT if out == "scores" else TensorProto.INT64,
+                ["batch", 3] if out == "scores" else ["batch"])],
+            [onnx.numpy_helper.from_array(weights, "w")],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        path = str(tmp_path / f"{out}.onnx")
+        onnx.save(model, path)
+        config = ModelConfig("level", "onnx", path=path, input=("x",), classes=labels)
+        result = build_predictor(config).predict(pd.DataFrame({"x": x.tolist()}))
+        assert result["level"].tolist() == expected
+        assert result["error"].isna().all()
+        scored = out == "scores"  # class scores carry confidence; a bare index does not
+        assert result["confidence"].notna().all() == scored
+        if scored:
+            assert set(result["proba"].iloc[0]) == set(labels)
+
+
 def test_a_state_dict_needs_its_class(tmp_path):
     path = str(tmp_path / "net.pt")
     torch.save(_Classifier().state_dict(), path)
     with pytest.raises(DiagnosticError) as no_class:
-        build_predictor(model_config("net", "pytorch", path=path, input=["x"]))
+        build_predictor(ModelConfig("net", "pytorch", path=path, input=("x",)))
     assert no_class.value.diagnostics[0].code == "E401"
     assert "TorchScript" in str(no_class.value)
 
@@ -143,8 +206,8 @@ def test_onnx_graph_inputs_and_outputs_match_columns_by_name(tmp_path):
     model.ir_version = 8
     path = str(tmp_path / "arithmetic.onnx")
     onnx.save(model, path)
-    config = model_config("arith", "onnx", path=path, input=["a", "b"],
-                          output=["product", "total"])
+    config = ModelConfig("arith", "onnx", path=path, input=("a", "b"),
+                         output=("product", "total"))
     rows = [beam.Row(a=float(i), b=2.5, id=i) for i in range(5)]
     main, errors = run_model(tmp_path, rows, config)
     assert errors == []
@@ -176,9 +239,8 @@ def images(tmp_path_factory):
     return paths, encoded.getvalue()
 
 
-BLIP_CALL = {"callable": "generate", "args": [],
-             "kwargs": {"max_length": 12, "min_length": 3, "num_return_sequences": 3,
-                        "do_sample": True}}
+BLIP_CALL = Call("generate", kwargs={"max_length": 12, "min_length": 3,
+                                     "num_return_sequences": 3, "do_sample": True})
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -186,8 +248,8 @@ def test_blip_writes_captions_for_paths_and_bytes_and_rejects_a_broken_image(
     tiny_models, images, device
 ):
     paths, encoded = images
-    config = model_config("blip", "huggingface", path=tiny_models["blip"], call=BLIP_CALL,
-                          input=["image"], output=["captions"], device=device)
+    config = ModelConfig("blip", "huggingface", path=tiny_models["blip"], call=BLIP_CALL,
+                         input=("image",), output=("captions",), device=device)
     frame = pd.DataFrame({"image": [paths[0], encoded, b"\x89PNG broken", paths[1]]})
     result = build_predictor(config).predict(frame)
     assert result["error"].tolist()[:2] == [None, None] and result["error"].iloc[3] is None
@@ -202,8 +264,8 @@ def test_blip_writes_captions_for_paths_and_bytes_and_rejects_a_broken_image(
 @pytest.mark.parametrize("device", DEVICES)
 def test_clip_scores_each_caption_of_a_row_against_its_image(tiny_models, images, device):
     paths, encoded = images
-    config = model_config("clip", "huggingface", path=tiny_models["clip"],
-                          input=["image", "captions"], output=["caption_scores"], device=device)
+    config = ModelConfig("clip", "huggingface", path=tiny_models["clip"],
+                         input=("image", "captions"), output=("caption_scores",), device=device)
     captions = [["a red car", "two dogs on the grass", "a boat"], ["a cat"]]
     frame = pd.DataFrame({"image": [paths[0], encoded], "captions": captions})
     scores = build_predictor(config).predict(frame)["caption_scores"].tolist()
@@ -223,9 +285,8 @@ def test_clip_scores_each_caption_of_a_row_against_its_image(tiny_models, images
 
 def test_run_model_serves_blip_captions_as_lists(tmp_path, tiny_models, images):
     paths, _ = images
-    config = model_config("blip", "huggingface", path=tiny_models["blip"], call=BLIP_CALL,
-                          input=["image"], output=["captions"],
-                          batch={"min": 1, "max": 2, "wait_s": None})
+    config = ModelConfig("blip", "huggingface", path=tiny_models["blip"], call=BLIP_CALL,
+                         input=("image",), output=("captions",), batch=Batch(1, 2))
     rows = [beam.Row(image_id=f"i{i}", image=path) for i, path in enumerate(paths * 2)]
     rows.append(beam.Row(image_id="gone", image=str(tmp_path / "missing.jpg")))
     main, errors = run_model(tmp_path, rows, config)
@@ -234,10 +295,40 @@ def test_run_model_serves_blip_captions_as_lists(tmp_path, tiny_models, images):
     assert len(errors) == 1 and "No such file" in errors[0]["reason"]
 
 
+def test_classes_name_a_huggingface_classifiers_logits(tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = ["a", "the", "good", "bad", "fine", "awful", "movie"]
+    tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(specials + words)})
+    torch.manual_seed(3)
+    net = BertForSequenceClassification(BertConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=32, num_labels=3)).eval()
+    path = str(tmp_path / "sentiment")
+    net.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    texts = ["a good movie", "the awful movie", "fine", "bad bad bad", "good"]
+    labels = ("negative", "neutral", "positive")
+    config = ModelConfig("sentiment", "huggingface", path=path, input=("text",), classes=labels)
+    result = build_predictor(config).predict(pd.DataFrame({"text": texts}))
+    inputs = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=32)
+    with torch.no_grad():
+        proba = net(**inputs).logits.softmax(-1)
+    best = proba.argmax(1).tolist()
+    assert result["sentiment"].tolist() == [labels[i] for i in best]
+    assert result["confidence"].tolist() == pytest.approx(proba.max(1).values.tolist(),
+                                                          abs=1e-5)
+    assert set(result["proba"].iloc[0]) == set(labels)
+    own = build_predictor(dataclasses.replace(config, classes=None))  # the model's id2label
+    answered = own.predict(pd.DataFrame({"text": texts}))["sentiment"].tolist()
+    assert answered == [f"LABEL_{i}" for i in best]
+
+
 def test_device_gpu_without_a_gpu_stops_a_huggingface_model(tiny_models):
     if gpu_visible():
         pytest.skip("a GPU is visible here")
-    config = model_config("clip", "huggingface", path=tiny_models["clip"], device="gpu")
+    config = ModelConfig("clip", "huggingface", path=tiny_models["clip"], device="gpu")
     with pytest.raises(DiagnosticError) as no_gpu:
         build_predictor(config)
     assert no_gpu.value.diagnostics[0].code == "E403"

@@ -9,10 +9,7 @@ from typing import Any
 from beam_dsl.diagnostics import Diagnostic, Source, Span, did_you_mean
 from beam_dsl.dsl import ast
 from beam_dsl.dsl.units import duration_seconds, parse_size, percent_fraction, size_bytes
-from beam_dsl.dsl.vocabulary import (
-    HINTS,
-)
-from beam_dsl.vocabulary import family
+from beam_dsl.vocabulary import HINTS, family
 
 FUNCTIONS = family("functions")
 

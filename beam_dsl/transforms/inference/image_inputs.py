@@ -1,7 +1,9 @@
-"""Image inputs and weight precision for HUGGINGFACE models on a GPU.
+"""Image inputs and weight precision for HUGGINGFACE models (on a GPU where there is one).
 
-:func:`decode_images` turns a column of image values (file paths, encoded
-bytes, PIL images) into what the model's processor takes:
+:func:`decode_image` makes one value (a file path, encoded bytes, a PIL image)
+an RGB PIL image, and :func:`is_image` tells such values from text.
+:func:`decode_images` turns a column of image values into what the model's
+processor takes:
 
 * on a CUDA device, with a torchvision-backed image processor (transformers'
   default where torchvision is installed), JPEGs are decoded on the GPU in one
@@ -15,16 +17,17 @@ bytes, PIL images) into what the model's processor takes:
 * otherwise PIL decodes them on a thread pool (Pillow lets go of the GIL while
   it decodes).
 
-:func:`load_kwargs` picks the dtype to load weights in: a MODEL config's
-optional ``dtype`` (``float32``, ``bfloat16``, ``float16``), else ``auto``:
+:func:`load_kwargs` picks the dtype to load weights in: the MODEL's run-time
+option ``dtype`` (``float32``, ``bfloat16``, ``float16``), else ``auto``:
 bfloat16 on a CUDA device that supports it (as vLLM's ``auto`` runs float32
 checkpoints in half precision), the checkpoint's own dtype elsewhere.
 """
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
@@ -39,13 +42,45 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(min(8, os.cpu_count() or 1), thread_name_prefix="beam_dsl-images")
 
 
-def load_kwargs(config: dict[str, Any], device: str) -> dict[str, Any]:
-    """``from_pretrained`` keyword arguments for the weights' dtype (see the module docstring)."""
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def decode_image(value: Any):
+    """A PIL image (RGB) from encoded bytes, a file path, or a PIL image."""
+    from PIL import Image
+
+    if isinstance(value, Image.Image):
+        image = value
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            image = Image.open(io.BytesIO(bytes(value)))
+        except OSError as exc:
+            raise ValueError(f"{len(bytes(value))} bytes that are not an image") from exc
+    elif isinstance(value, str):
+        image = Image.open(value)
+    else:
+        raise ValueError(f"not an image: {type(value).__name__}")
+    return image.convert("RGB")
+
+
+def is_image(value: Any) -> bool:
+    """Whether a value is an image: bytes, a PIL image, or the path of an image file."""
+    from PIL import Image
+
+    if isinstance(value, (bytes, bytearray, memoryview, Image.Image)):
+        return True
+    return isinstance(value, str) and (
+        value.lower().endswith(IMAGE_SUFFIXES) or os.path.isfile(value)
+    )
+
+
+def load_kwargs(dtype: str, device: str) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments for the weights' ``dtype`` option (``auto``, or
+    a torch dtype's name; see the module docstring)."""
     import torch
 
-    choice = config.get("dtype") or "auto"
-    if choice != "auto":
-        return {"dtype": getattr(torch, choice)}
+    if dtype != "auto":
+        return {"dtype": getattr(torch, dtype)}
     if device == "cuda" and torch.cuda.is_bf16_supported():
         return {"dtype": torch.bfloat16}
     return {}
@@ -70,16 +105,16 @@ def decodes_on_device(processor: Any, device: str) -> bool:
 
 
 def decode_images(
-    values: Sequence[Any], decode: Callable[[Any], Any], device: str | None = None
+    values: Sequence[Any], device: str | None = None
 ) -> tuple[list[Any], list[BaseException | None]]:
     """Each value's image (None where it failed) and exception (None where it worked).
 
-    ``decode`` turns one value into an RGB PIL image (or raises). With a
-    ``device``, JPEGs are decoded there and every image is a (3, H, W) uint8
-    tensor on it; without one, images are PIL images decoded on threads.
+    With a ``device``, JPEGs are decoded there and every image is a (3, H, W)
+    uint8 tensor on it; without one, images are RGB PIL images decoded on
+    threads (:func:`decode_image`).
     """
     if device is None:
-        return _on_threads(values, decode)
+        return _on_threads(values)
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -100,7 +135,7 @@ def decode_images(
             for i, tensor in zip(jpegs, decoded, strict=True):
                 images[i] = tensor
     rest = [i for i in range(len(values)) if i not in jpegs]
-    decoded_rest, rest_errors = _on_threads([values[i] for i in rest], decode)
+    decoded_rest, rest_errors = _on_threads([values[i] for i in rest])
     for i, image, error in zip(rest, decoded_rest, rest_errors, strict=True):
         if image is not None:
             images[i] = torch.from_numpy(np.array(image)).permute(2, 0, 1).to(device)
@@ -121,10 +156,8 @@ def _encoded(value: Any) -> bytes | None:
     return None
 
 
-def _on_threads(
-    values: Sequence[Any], decode: Callable[[Any], Any]
-) -> tuple[list[Any], list[BaseException | None]]:
-    futures = [_pool().submit(decode, v) for v in values]
+def _on_threads(values: Sequence[Any]) -> tuple[list[Any], list[BaseException | None]]:
+    futures = [_pool().submit(decode_image, v) for v in values]
     images: list[Any] = []
     errors: list[BaseException | None] = []
     for future in futures:

@@ -1,7 +1,7 @@
 """MODEL as a Beam transform: :class:`RunModel` (LANGUAGE.md section 2).
 
 RunModel is Beam's ``RunInference`` over :class:`PredictorHandler`, a Beam
-``ModelHandler`` whose model is a :class:`~beam_dsl.transforms.inference.predictors.Predictor`
+``ModelHandler`` whose model is a :class:`~beam_dsl.transforms.inference.base.Predictor`
 and whose batches are pandas frames: ``BatchElements`` (BATCH min TO max
 [WAIT]) gathers rows, the predictor answers the whole frame at once, and one
 step turns the answer back into rows. So RunInference's model sharing
@@ -11,6 +11,7 @@ step turns the answer back into rows. So RunInference's model sharing
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import operator
@@ -24,6 +25,7 @@ from apache_beam.ml.inference.utils import WatchFilePattern
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms.util import WaitOn
 
+from beam_dsl.ir.model import ModelConfig
 from beam_dsl.transforms.common.rows import (
     ERROR_ROW_TYPE,
     ConformRows,
@@ -35,13 +37,8 @@ from beam_dsl.transforms.common.rows import (
 )
 from beam_dsl.transforms.common.runner_compat import RowBatches, runs_batches, select
 from beam_dsl.transforms.common.spec import SpecTransform
-from beam_dsl.transforms.inference.predictors import (
-    E_INPUT_MISSING,
-    Predictor,
-    build_predictor,
-    config_error,
-    configured_path,
-)
+from beam_dsl.transforms.inference.base import E_INPUT_MISSING, Predictor, configured_path
+from beam_dsl.transforms.inference.predictors import build_predictor
 
 _LOG = logging.getLogger(__name__)
 
@@ -56,19 +53,17 @@ class PredictorHandler(ModelHandler[Any, Scored, Predictor]):
     per-row step.
 
     Args:
-        config: a lowered MODEL config.
+        config: the MODEL's config (its ``allow_pickle`` allows pickle / joblib files).
         columns: the input rows' field names.
-        allow_pickle: allow pickle / joblib model files.
     """
 
-    def __init__(self, config: dict[str, Any], columns: Sequence[str], allow_pickle: bool = False):
+    def __init__(self, config: ModelConfig, columns: Sequence[str]):
         super().__init__()
         self._config = config
         self._columns = list(columns)
-        self._allow_pickle = allow_pickle
 
     def load_model(self) -> Predictor:
-        return build_predictor(self._config, self._allow_pickle)
+        return build_predictor(self._config, self._config.allow_pickle)
 
     def run_inference(
         self,
@@ -82,23 +77,23 @@ class PredictorHandler(ModelHandler[Any, Scored, Predictor]):
     def update_model_path(self, model_path: str | None = None) -> None:
         """A REFRESH found a newer model file: the next load reads it."""
         if model_path:
-            self._config = {**self._config, "path": model_path}
+            self._config = dataclasses.replace(self._config, path=model_path)
 
     def batch_elements_kwargs(self) -> Mapping[str, Any]:
-        batch = self._config["batch"]
-        kwargs = {"min_batch_size": batch["min"], "max_batch_size": batch["max"]}
-        if batch.get("wait_s"):
-            kwargs["max_batch_duration_secs"] = batch["wait_s"]
+        batch = self._config.batch
+        kwargs = {"min_batch_size": batch.min, "max_batch_size": batch.max}
+        if batch.wait_s:
+            kwargs["max_batch_duration_secs"] = batch.wait_s
         return kwargs
 
     def share_model_across_processes(self) -> bool:
-        return bool(self._config.get("shared"))
+        return self._config.shared
 
     def get_num_bytes(self, batch: Sequence[Any]) -> int:
         return len(batch)  # Beam's default pickles the batch only to measure it
 
     def get_metrics_namespace(self) -> str:
-        return f"beam_dsl.{self._config['name']}"
+        return f"beam_dsl.{self._config.name}"
 
 
 class _PredictBatches(beam.DoFn):
@@ -180,6 +175,7 @@ def _failed_batch_rows(
 class RunModel(SpecTransform):
     """Runs a MODEL over rows: one prediction per row, plus provenance.
 
+    Built from a :class:`~beam_dsl.ir.model.ModelConfig` (docs/IR.md, "MODEL").
     Output ``main``: each input row's fields, the OUTPUT field(s), ``model_id``
     (``path@sha256[:12]`` of the model that answered) and, for PER models,
     ``model_key`` (the key whose model answered; the fallback's ``model_id``
@@ -189,115 +185,47 @@ class RunModel(SpecTransform):
     ``model_id`` is a new model path; it replaces REFRESH's file watch), and
     any other names: PCollections to wait for before scoring, such as the
     output of a TRAIN in the same pipeline that writes the models.
-
-    Args:
-        name: the MODEL's declared name.
-        framework: sklearn | pytorch | onnx | huggingface | custom.
-        path: the model file or directory; ``{key}`` for PER models; a glob
-            picks the newest match.
-        handler: CUSTOM's handler call ``{"callable", "args", "kwargs"}``.
-        model_class: PYTORCH's CLASS call (state-dict models).
-        call: HUGGINGFACE's CALL (e.g. ``generate`` and its keyword arguments).
-        per: key columns: one model per key.
-        fallback: the MODEL config that serves keys with no model.
-        input: the columns the model reads (default: those it was trained on,
-            else the whole row).
-        output: names of the prediction fields.
-        batch: ``{"min", "max", "wait_s"}`` for BatchElements.
-        device: cpu | gpu | auto.
-        shared: load one copy per machine instead of one per process.
-        refresh_s: in streaming pipelines, look for newer files matching
-            ``path`` this often and swap them in.
-        allow_pickle: allow pickle / joblib model files (they can run code
-            when loaded).
     """
 
-    def __init__(
-        self,
-        name: str,
-        framework: str,
-        path: str | None = None,
-        handler: dict[str, Any] | None = None,
-        model_class: dict[str, Any] | None = None,
-        call: dict[str, Any] | None = None,
-        per: list[str] | None = None,
-        fallback: dict[str, Any] | None = None,
-        input: list[str] | None = None,  # noqa: A002 - the MODEL clause's name
-        output: list[str] | None = None,
-        batch: dict[str, Any] | None = None,
-        device: str = "cpu",
-        shared: bool = False,
-        refresh_s: float | None = None,
-        allow_pickle: bool = False,
-        trust: list[str] | None = None,
-        classes: list[Any] | None = None,
-        vouched: list[str] | None = None,
-    ):
-        beam.PTransform.__init__(self, label=name)  # until built from ModelConfig
-        self._config = {
-            "name": name,
-            "framework": framework,
-            "path": path,
-            "handler": handler,
-            "model_class": model_class,
-            "call": call,
-            "per": list(per or []),
-            "fallback": fallback,
-            "input": input,
-            "output": list(output or [name]),
-            "batch": batch or {"min": 1, "max": 1024, "wait_s": None},
-            "device": device,
-            "shared": shared,
-            "refresh_s": refresh_s,
-            "trust": list(trust or []),
-            "classes": classes,
-            "vouched": list(vouched or []),
-        }
-        self._allow_pickle = allow_pickle
+    config_class = ModelConfig
+    config: ModelConfig
 
     def expand(self, pcoll: beam.PCollection | Mapping[str, beam.PCollection]):
-        config = self._config
+        config = self.config
         inputs = dict(pcoll) if isinstance(pcoll, Mapping) else {"input": pcoll}
         pcoll = inputs.pop("input")
         updates = inputs.pop("model_updates", None)
         fields = schema_fields(pcoll.element_type)
         if fields is None:
-            raise TypeError(f"MODEL {config['name']}: RunModel needs schema'd rows (beam.Row)")
+            raise config.error(
+                E_INPUT_MISSING,
+                "RunModel needs schema'd rows (beam.Row), "
+                f"not elements of type {pcoll.element_type}",
+                "give the input a schema, e.g. beam.Row or Beam YAML's ReadFromCsv",
+            )
         self._check_columns(fields)
         if inputs:  # e.g. the TRAINs of the same pipeline that write the models
             pcoll = pcoll | "WaitForModels" >> WaitOn(*inputs.values())
-        added = [*config["output"], "model_id"] + (["model_key"] if config["per"] else [])
+        outputs, keyed = list(config.outputs), bool(config.per)
+        added = [*outputs, "model_id"] + (["model_key"] if keyed else [])
         out_type = row_type(
-            [(n, t) for n, t in fields.items() if n not in config["output"]]
-            + [(n, Any) for n in config["output"]]
+            [(n, t) for n, t in fields.items() if n not in outputs]
+            + [(n, Any) for n in outputs]
             + [("model_id", str)]
-            + ([("model_key", optional(str))] if config["per"] else [])
+            + ([("model_key", optional(str))] if keyed else [])
         )
-        # Rows whose values do not fit their own schema leave first: RunInference
-        # encodes rows when batching them, and Beam cannot encode those.
-        batches = runs_batches(pcoll.pipeline)
-        conform = ConformRows(fields, config["name"], pairs=not batches)
-        if batches:
-            checked = pcoll | "Conform" >> beam.ParDo(conform).with_output_types(
-                pcoll.element_type
-            ).with_outputs("errors", main="main")
-            pcoll, unfit = checked.main, checked.errors
-        else:
-            checked = pcoll | "Conform" >> beam.ParDo(conform)
-            pcoll = select(checked, "main", "Fitting", pcoll.element_type)
-            unfit = select(checked, "errors", "Unfit", ERROR_ROW_TYPE)
-        handler = PredictorHandler(config, list(fields), self._allow_pickle)
+        pcoll, unfit = self._conform(pcoll, fields)
+        handler = PredictorHandler(config, list(fields))
+        emit = functools.partial(_EmitRows, config.name, list(fields), added, out_type)
         updates = updates if updates is not None else self._watch(pcoll.pipeline)
-        inference = RunInference(handler, model_metadata_pcoll=updates)
-        emit = functools.partial(_EmitRows, config["name"], list(fields), added, out_type)
-        if not batches:
+        if not runs_batches(pcoll.pipeline):
             # Beam 2.77's DaskRunner drops what finish_bundle emits (BatchElements
             # loses each bundle's last batch) and hands every output of a
             # multi-output ParDo to every consumer: batch with a GroupByKey, predict
             # with the same handler, and emit (tag, row) pairs.
             pairs = (
                 pcoll
-                | "Batch" >> RowBatches(config["batch"]["max"])
+                | "Batch" >> RowBatches(config.batch.max)
                 | "Predict" >> beam.ParDo(_PredictBatches(handler))
                 | "Rows" >> beam.ParDo(emit(pairs=True))
             )
@@ -306,39 +234,57 @@ class RunModel(SpecTransform):
                 "main": select(pairs, "main", "Main", out_type),
                 "errors": (errors, unfit) | "AllErrors" >> beam.Flatten(),
             }
+        inference = RunInference(handler, model_metadata_pcoll=updates)
         answers, dead = pcoll | "RunInference" >> inference.with_exception_handling()
         results = answers | "Rows" >> beam.ParDo(emit(pairs=False)).with_output_types(
             out_type
         ).with_outputs("errors", main="main")
         failed = dead.failed_inferences | "FailedBatches" >> beam.FlatMap(
-            _failed_batch_rows, list(fields), config["name"]
+            _failed_batch_rows, list(fields), config.name
         )
         errors = (results.errors, failed, unfit) | "Errors" >> beam.Flatten().with_output_types(
             ERROR_ROW_TYPE
         )
         return {"main": results.main, "errors": errors}
 
+    def _conform(
+        self, pcoll: beam.PCollection, fields: Mapping[str, Any]
+    ) -> tuple[beam.PCollection, beam.PCollection]:
+        """Rows whose values fit their own schema, and error rows for the others.
+
+        They leave first: RunInference encodes rows when batching them, and
+        Beam cannot encode those.
+        """
+        batches = runs_batches(pcoll.pipeline)
+        conform = ConformRows(fields, self.config.name, pairs=not batches)
+        if batches:
+            checked = pcoll | "Conform" >> beam.ParDo(conform).with_output_types(
+                pcoll.element_type
+            ).with_outputs("errors", main="main")
+            return checked.main, checked.errors
+        checked = pcoll | "Conform" >> beam.ParDo(conform)
+        return (select(checked, "main", "Fitting", pcoll.element_type),
+                select(checked, "errors", "Unfit", ERROR_ROW_TYPE))
+
     def _check_columns(self, fields: Mapping[str, Any]) -> None:
-        config = self._config
-        for clause in ("input", "per"):
-            missing = [c for c in config[clause] or () if c not in fields]
+        config = self.config
+        for clause, columns in (("INPUT", config.input), ("PER", config.per)):
+            missing = [c for c in columns or () if c not in fields]
             if missing:
-                raise config_error(
+                raise config.error(
                     E_INPUT_MISSING,
-                    config,
-                    f"{clause.upper()} names {', '.join(missing)}, which the input rows lack",
+                    f"{clause} names {', '.join(missing)}, which the input rows lack",
                     f"the input rows have: {', '.join(fields)}",
                 )
 
     def _watch(self, pipeline: beam.Pipeline) -> beam.PCollection | None:
         """REFRESH: newer files matching the path, as RunInference model updates."""
-        config = self._config
-        if not config["refresh_s"] or config["per"]:
+        config = self.config
+        if not config.refresh_s or config.per:
             return None  # PER models re-read their key set themselves
         if not pipeline.options.view_as(StandardOptions).streaming:
-            _LOG.info("MODEL %s: REFRESH applies to streaming pipelines", config["name"])
+            _LOG.info("MODEL %s: REFRESH applies to streaming pipelines", config.name)
             return None
-        return pipeline | f"Watch {config['name']}" >> WatchFilePattern(
-            file_pattern=configured_path(config), interval=config["refresh_s"]
+        return pipeline | f"Watch {config.name}" >> WatchFilePattern(
+            file_pattern=configured_path(config), interval=config.refresh_s
         )
-

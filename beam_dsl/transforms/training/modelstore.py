@@ -74,12 +74,19 @@ def _crash_point(name: str) -> None:
 # The types skops does not trust by default that a model beam_dsl's TRAIN writes holds, by
 # the USING estimator's dotted-name prefix. A MODEL serving the models of a TRAIN in the
 # same pipeline trusts these (the spec, which is code, names the estimator); nothing stored
-# beside the files can add to them.
+# beside the files can add to them. They are data structures rebuilt from arrays, which
+# run no code of the file's choosing (skops leaves Tree out of its defaults because a forged
+# one can crash the process that predicts with it: a forged file is a denial of service).
 _VOUCHED = {
     "sklearn.tree.": ("sklearn.tree._tree.Tree",),
     "sklearn.ensemble.": (
         "sklearn.tree._tree.Tree",
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    ),
+    "sklearn.neighbors.": (
+        "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.neighbors._ball_tree.BallTree",
+        "sklearn.metrics._dist_metrics.EuclideanDistance64",
     ),
 }
 
@@ -388,24 +395,33 @@ def save_model(model: Any, path: str) -> str:
     return file_sha256(path)
 
 
+class UntrustedTypes(ModelStoreError):
+    """A skops file holding types that are not trusted (``types``)."""
+
+    def __init__(self, path: str, types: Sequence[str]):
+        self.types = list(types)
+        super().__init__(f"'{path}' holds types that are not trusted: {', '.join(self.types)}")
+
+
 def load_model(path: str, allow_pickle: bool = False, trusted: Sequence[str] = ()) -> Any:
     """Loads a model file.
 
-    skops files load with skops' default trusted types plus ``trusted``;
-    anything else is refused. Pickle and joblib files can run arbitrary code
-    when loaded, so they need ``allow_pickle=True``.
+    skops files load trusting skops' default types and ``trusted`` (a MODEL's
+    TRUST and the types beam_dsl vouches for, :func:`vouched_types`), and
+    nothing else: no file beside the model (a manifest) widens trust, so
+    writing to the model folder never makes code run. Pickle and joblib files can run arbitrary code when loaded, so
+    they need ``allow_pickle=True``.
     """
     if not os.path.exists(path):
         raise ModelStoreError(f"model file '{path}' does not exist")
     if path.endswith(SKOPS_SUFFIXES):
         import skops.io
 
-        untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in set(trusted)]
+        allowed = list(trusted)
+        untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in allowed]
         if untrusted:
-            raise ModelStoreError(
-                f"'{path}' holds types that are not trusted: {', '.join(untrusted)}"
-            )
-        return skops.io.load(path, trusted=list(trusted) or None)
+            raise UntrustedTypes(path, untrusted)
+        return skops.io.load(path, trusted=allowed or None)
     if path.endswith(PICKLE_SUFFIXES):
         if not allow_pickle:
             raise ModelStoreError(

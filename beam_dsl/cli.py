@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from beam_dsl.diagnostics import Diagnostic, DiagnosticError
+from beam_dsl.failures import run_failure
 
 EXIT_OK, EXIT_DIAGNOSTICS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 123
 
@@ -211,6 +212,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    args = argparse.Namespace()
     try:
         if argv[:1] == ["run"]:
             # Everything run does not know is a Beam pipeline option.
@@ -237,6 +239,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         config_error = _configuration_error(exc)
         if config_error:
             print(f"beam_dsl: run failed: {config_error}", file=sys.stderr)
+            return EXIT_DIAGNOSTICS
+        failure = run_failure(exc, args.pipeline) if hasattr(args, "pipeline") else None
+        if failure is not None:  # the pipeline's or its data's, not beam_dsl's
+            _report(failure.diagnostics, getattr(args, "format", "text"), sys.stderr)
             return EXIT_DIAGNOSTICS
         traceback.print_exc()
         print(

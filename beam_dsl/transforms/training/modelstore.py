@@ -409,8 +409,8 @@ def load_model(path: str, allow_pickle: bool = False, trusted: Sequence[str] = (
     skops files load trusting skops' default types and ``trusted`` (a MODEL's
     TRUST and the types beam_dsl vouches for, :func:`vouched_types`), and
     nothing else: no file beside the model (a manifest) widens trust, so
-    writing to the model folder never makes code run. Pickle and joblib files can run arbitrary code when loaded, so
-    they need ``allow_pickle=True``.
+    writing to the model folder never makes code run. Pickle and joblib files
+    can run arbitrary code when loaded, so they need ``allow_pickle=True``.
     """
     if not os.path.exists(path):
         raise ModelStoreError(f"model file '{path}' does not exist")

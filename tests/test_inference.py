@@ -30,7 +30,6 @@ from apache_beam.pipeline import PipelineVisitor
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.typehints.row_type import RowTypeConstraint
 from sklearn.linear_model import LinearRegression, LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
 from sklearn.tree import DecisionTreeClassifier
 
 import beam_dsl.dsl
@@ -305,24 +304,37 @@ def test_the_grammar_and_the_frameworks_registry_name_the_same_frameworks():
 
 
 def save_per_key_models(tmp_path, frame: pd.DataFrame, keys: dict[str, bool], manifest=True):
-    """One model per education key (``flip`` on Masters, to tell them apart), plus a manifest.
+    """One model per education key (``flip`` on Masters, to tell them apart).
 
-    ``keys`` maps a key to whether it is promoted: unpromoted ones are listed
-    in the manifest but not written, as TRAIN does for models failing GATE.
+    With ``manifest``, the models are published as TRAIN publishes them (a
+    version with its manifest; ``keys`` maps a key to whether it is promoted:
+    unpromoted ones are listed but not written, as for models failing GATE).
+    Without, each is a plain file named by its key, as a user would save them.
     """
     template = str(tmp_path / "models" / "income" / "{key}.skops")
+    store = modelstore.ModelStore(template)
+    if manifest:
+        store.begin("test")
     entries, models = [], {}
     for key, promoted in keys.items():
         model = fit_classifier(frame[frame.education == key], flip=key == "Masters")
-        path = modelstore.resolve(template, (key,))
-        entry = {"key": [key], "file": os.path.basename(path), "promoted": promoted}
+        entry = {"key": [key], "file": None, "promoted": promoted}
+        if promoted and manifest:
+            entry["file"], entry["sha256"] = store.save(model, "test", (key,))
+        elif promoted:
+            modelstore.save_model(model, template.replace("{key}", key))
         if promoted:
-            entry["sha256"] = modelstore.save_model(model, path)
             models[key] = model
         entries.append(entry)
     if manifest:
-        modelstore.write_manifest(template, {"models": entries})
+        store.publish("test", {"models": entries})
     return template, models
+
+
+def model_path(template: str, key: str) -> str:
+    """Where ``key``'s model is: in the published set, else the file named by the key."""
+    published = modelstore.ModelStore(template).promoted() or {}
+    return published.get(modelstore.key_id([key]), template.replace("{key}", key))
 
 
 def test_per_key_models_come_from_the_manifest_with_a_fallback(tmp_path):
@@ -330,7 +342,7 @@ def test_per_key_models_come_from_the_manifest_with_a_fallback(tmp_path):
     template, models = save_per_key_models(
         tmp_path, frame, {"Bachelors": True, "Masters": True, "Doctorate": False}
     )
-    assert set(key_paths(template)) == {"Bachelors", "Masters"}
+    assert set(key_paths(template)) == {modelstore.key_id([k]) for k in ("Bachelors", "Masters")}
     fallback_path = str(tmp_path / "models" / "income_global.skops")
     fallback = fit_classifier(frame)
     fallback_sha = modelstore.save_model(fallback, fallback_path)
@@ -351,7 +363,7 @@ def test_per_key_models_come_from_the_manifest_with_a_fallback(tmp_path):
         assert rows["predicted"].tolist() == model.predict(rows[["age", "hours"]]).tolist()
         if key in models:
             assert set(rows["model_key"]) == {key}
-            assert rows["model_id"].str.startswith(modelstore.resolve(template, (key,)) + "@").all()
+            assert rows["model_id"].str.startswith(model_path(template, key) + "@").all()
         else:
             assert set(rows["model_key"]) == set(rows["model_id"]) == {fallback_id}
     assert set(served["model_key"]) == {"Bachelors", "Masters", fallback_id}
@@ -395,7 +407,7 @@ def test_a_key_whose_model_file_is_broken_gets_errors_not_a_crash(tmp_path):
     frame = census(200)
     template, _ = save_per_key_models(tmp_path, frame, {"Bachelors": True, "Masters": True},
                                       manifest=False)
-    with open(modelstore.resolve(template, ("Masters",)), "wb") as f:
+    with open(model_path(template, "Masters"), "wb") as f:
         f.write(b"not a model")
     config = ModelConfig("income_models", "sklearn", path=template, per=("education",),
                          input=("age", "hours"))
@@ -418,7 +430,7 @@ def test_per_key_refresh_picks_up_retrained_models(tmp_path):
     rows = frame[frame.education == "Bachelors"]
     before = predictor.predict(rows)
     assert hourly.predict(rows)["model_id"].tolist() == before["model_id"].tolist()
-    path = modelstore.resolve(template, ("Bachelors",))
+    path = model_path(template, "Bachelors")
     modelstore.save_model(fit_classifier(rows, flip=True), path)
     os.utime(path, (1, 1))  # a different mtime for sure
     time.sleep(0.25)  # the fast predictor's REFRESH period has passed, the hourly one's not
@@ -486,15 +498,16 @@ def test_a_forged_manifest_never_makes_a_skops_file_run_code(tmp_path):
     assert probe.exists()
     marker = tmp_path / "payload-ran"
     template = str(tmp_path / "models" / "{key}.skops")
-    path = modelstore.resolve(template, ("Bachelors",))
+    path = template.replace("{key}", "Bachelors")
     os.makedirs(os.path.dirname(path))
     skops_running(path, f"touch {marker}")
     assert skops.io.get_untrusted_types(file=path) == ["os.system"]
     entry = {"key": ["Bachelors"], "file": "Bachelors.skops", "promoted": True,
              "sha256": modelstore.file_sha256(path), "trusted_types": ["os.system"]}
-    modelstore.write_manifest(template, {"models": [entry]})  # forged beside the model
+    with open(tmp_path / "models" / modelstore.MANIFEST, "w") as f:  # forged beside the model
+        json.dump({"version": 2, "models": [entry]}, f)
+    assert modelstore.ModelStore(template).promoted()  # read as a set: its trust is not
     single = ModelConfig("m", "sklearn", path=path)
-    modelstore.write_manifest(path, {"models": [{**entry, "file": os.path.basename(path)}]})
     with pytest.raises(DiagnosticError) as refused:
         build_predictor(single)
     assert refused.value.diagnostics[0].code == "E402"
@@ -508,34 +521,24 @@ def test_a_forged_manifest_never_makes_a_skops_file_run_code(tmp_path):
     assert not marker.exists()
 
 
-def test_a_users_own_skops_file_serves_with_trust_for_what_beam_dsl_does_not_vouch_for(
-    tmp_path,
-):
-    """Trees are among the types beam_dsl vouches for (TRAIN writes them), so a user's
-    own DecisionTree serves as it is; a ball tree (which TRAIN's defaults never
-    write) needs TRUST."""
+def test_a_users_own_skops_tree_serves_with_trust(tmp_path):
+    """skops does not trust a tree's internals by default; beam_dsl vouches for them only
+    where a TRAIN of the same pipeline writes the path, so a user's own tree needs TRUST."""
     frame = census(100)
     tree_path = str(tmp_path / "tree.skops")
     tree = DecisionTreeClassifier(max_depth=3).fit(frame[["age", "hours"]], frame.income)
-    skops.io.dump(tree, tree_path)  # plain skops, no beam_dsl manifest
-    assert skops.io.get_untrusted_types(file=tree_path) == ["sklearn.tree._tree.Tree"]
-    served = build_predictor(ModelConfig("tree", "sklearn", path=tree_path)).predict(frame)
-    assert served["tree"].tolist() == tree.predict(frame[["age", "hours"]]).tolist()
-
-    path = str(tmp_path / "neighbours.skops")
-    model = KNeighborsClassifier(algorithm="ball_tree").fit(frame[["age", "hours"]],
-                                                            frame.income)
-    skops.io.dump(model, path)
-    ball_tree = "sklearn.neighbors._ball_tree.BallTree"
-    assert ball_tree in skops.io.get_untrusted_types(file=path)
-    config = ModelConfig("near", "sklearn", path=path)
+    skops.io.dump(tree, tree_path)  # plain skops, saved outside beam_dsl
+    tree_type = "sklearn.tree._tree.Tree"
+    assert skops.io.get_untrusted_types(file=tree_path) == [tree_type]
+    config = ModelConfig("tree", "sklearn", path=tree_path)
     with pytest.raises(DiagnosticError) as refused:
         build_predictor(config)
     assert refused.value.diagnostics[0].code == "E402"
-    assert f"TRUST '{ball_tree}'" in refused.value.diagnostics[0].hint
-    trusted = build_predictor(dataclasses.replace(config, trust=(ball_tree,)))
-    answered = trusted.predict(frame)
-    assert answered["near"].tolist() == model.predict(frame[["age", "hours"]]).tolist()
+    assert f"TRUST '{tree_type}'" in refused.value.diagnostics[0].hint
+    for trusting in (dataclasses.replace(config, trust=(tree_type,)),
+                     dataclasses.replace(config, vouched=(tree_type,))):
+        served = build_predictor(trusting).predict(frame)
+        assert served["tree"].tolist() == tree.predict(frame[["age", "hours"]]).tolist()
 
 
 # ---------------------------------------------------------------- CLASSES

@@ -275,20 +275,27 @@ class BaseChecks:
 
     def _model_ref(self, ident: ast.Ident, what: str) -> ast.Model | None:
         """The MODEL an ident names, or a diagnostic."""
+        return self._statement_ref(ident, ast.Model, what)
+
+    def _statement_ref(self, ident: ast.Ident, kind: type, what: str) -> Any:
+        """The statement of class ``kind`` an ident names; E203 if there is none by that
+        name, E210 if it is another kind of statement."""
         stmt = self.ctx.statements.get(ident.name)
+        keyword = kind.keyword
         if stmt is None:
-            models = [n for n, s in self.ctx.statements.items() if isinstance(s, ast.Model)]
+            names = [n for n, s in self.ctx.statements.items() if isinstance(s, kind)]
+            label = "model" if kind is ast.Model else keyword
             self.ctx.error(
                 "E203",
-                f"unknown model '{ident.name}' in {what}",
+                f"unknown {label} '{ident.name}' in {what}",
                 ident.span,
-                did_you_mean(ident.name, models),
+                did_you_mean(ident.name, names),
             )
             return None
-        if not isinstance(stmt, ast.Model):
+        if not isinstance(stmt, kind):
             self.ctx.error(
                 "E210",
-                f"'{ident.name}' is a {stmt.keyword}, not a MODEL, in {what}",
+                f"'{ident.name}' is a {stmt.keyword}, not a {keyword}, in {what}",
                 ident.span,
             )
             return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from beam_dsl.diagnostics import did_you_mean
 from beam_dsl.dsl import ast
 from beam_dsl.dsl.checks.base import BaseChecks
 from beam_dsl.dsl.units import duration_seconds, duration_suffix
@@ -36,7 +35,7 @@ class DatasetChecks(BaseChecks):
         if self.ctx.columns is not None:
             owners.update({c: "the labelled rows" for c in self.ctx.columns})
         for ident in join.features:
-            features = self._features_ref(ident)
+            features = self._statement_ref(ident, ast.Features, "JOIN")
             if features is None:
                 continue
             width = len(features.get(ast.EntityClause).columns)
@@ -57,21 +56,3 @@ class DatasetChecks(BaseChecks):
                         "rename it with AS in one of the FEATURES statements",
                     )
                 owners.setdefault(name, ident.name)
-
-    def _features_ref(self, ident: ast.Ident) -> ast.Features | None:
-        stmt = self.ctx.statements.get(ident.name)
-        if isinstance(stmt, ast.Features):
-            return stmt
-        if stmt is None:
-            names = [n for n, s in self.ctx.statements.items() if isinstance(s, ast.Features)]
-            self.ctx.error(
-                "E203",
-                f"unknown FEATURES '{ident.name}' in JOIN",
-                ident.span,
-                did_you_mean(ident.name, names),
-            )
-        else:
-            self.ctx.error(
-                "E210", f"'{ident.name}' is a {stmt.keyword}, not a FEATURES, in JOIN", ident.span
-            )
-        return None

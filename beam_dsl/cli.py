@@ -88,16 +88,19 @@ def cmd_compile(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    from beam_dsl.runner import run_pipeline
+    from beam_dsl.tools.logs import run_logging
 
-    summary = run_pipeline(
-        args.pipeline,
-        runner=args.runner,
-        variables=_variables(args.var),
-        beam_args=args.beam_args,
-        dask_address=args.dask_address,
-        progress=None if args.quiet else sys.stderr,
-    )
+    with run_logging(args.verbose):  # before Beam is imported: it logs while importing
+        from beam_dsl.runner import run_pipeline
+
+        summary = run_pipeline(
+            args.pipeline,
+            runner=args.runner,
+            variables=_variables(args.var),
+            beam_args=args.beam_args,
+            dask_address=args.dask_address,
+            progress=None if args.quiet else sys.stderr,
+        )
     print(summary.render(), file=out)
     return EXIT_OK
 
@@ -180,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    run.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log lines")
     run.set_defaults(func=cmd_run)
 
     features = sub.add_parser("features", help="read features from an online store")

@@ -7,6 +7,13 @@ cluster is started for the run. Any other name goes to Beam as ``--runner``.
 
 Paths inside pipeline.yaml and its specs are relative to the pipeline file:
 the run happens with that directory as the working directory.
+
+As under ``python -m apache_beam.yaml.main``, the pipeline's ``options:`` are
+merged into the pipeline options, ``pipeline: resource_hints:`` apply to the
+whole pipeline, and transforms with Python ``dependencies:`` run: where every
+dependency is already installed here (or is a local directory or pure-Python
+wheel) and the run is in-process, they run in this process, offline; otherwise
+Beam builds a virtual environment with them as stock Beam YAML does.
 """
 
 from __future__ import annotations
@@ -18,10 +25,12 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any, TextIO
 
 import apache_beam as beam
 import pandas as pd
+import yaml
 from apache_beam.metrics import Metrics
 
 from beam_dsl.diagnostics import DiagnosticError
@@ -238,9 +247,12 @@ def _torch_hidden(hide: bool) -> Iterator[None]:
         sys.meta_path.remove(_NoTorch)
 
 
+_IN_PROCESS = ("FnApiRunner", "InProcess", "in-process")
+
+
 def _make_runner(name: str, dask_address: str | None, stack: contextlib.ExitStack):
     """A Beam runner object (or name) and extra pipeline args for it."""
-    if name in ("FnApiRunner", "InProcess", "in-process"):
+    if name in _IN_PROCESS:
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
         return FnApiRunner(), []
@@ -280,6 +292,84 @@ def _runner_providers(runner: str) -> dict:
     )
 
 
+def _available_here(dependency: str) -> str | None:
+    """How this process has a Python dependency: "" where an installed distribution
+    satisfies it, a ``sys.path`` entry for a local directory (its ``src/`` where it
+    has one) or pure-Python wheel, None where it does not (Beam installs it)."""
+    path = os.path.abspath(dependency)
+    if os.path.isdir(path):
+        src = os.path.join(path, "src")
+        return src if os.path.isdir(src) else path
+    if os.path.isfile(path) and path.endswith("-none-any.whl"):
+        return path
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        requirement = Requirement(dependency)
+        version = metadata.version(requirement.name)
+    except (InvalidRequirement, metadata.PackageNotFoundError):
+        return None
+    if requirement.url is None and requirement.specifier.contains(version, prereleases=True):
+        return ""
+    return None
+
+
+def _inline_dependencies(node: Any) -> list[str]:
+    """Drops the Python ``dependencies:`` of transforms whose every dependency this
+    process has (see :func:`_available_here`); returns the ``sys.path`` entries
+    they need. Beam would otherwise build a virtual environment (from the package
+    index) and an expansion service for each of them."""
+    if isinstance(node, list):
+        return [p for child in node for p in _inline_dependencies(child)]
+    if not isinstance(node, dict):
+        return []
+    paths = []
+    config = node.get("config")
+    deps = config.get("dependencies") if isinstance(config, dict) else None
+    if isinstance(deps, list) and str(config.get("language", "python")).lower() == "python":
+        found = [_available_here(str(d)) for d in deps]
+        if None not in found:
+            del config["dependencies"]
+            paths.extend(p for p in found if p)
+    for key in ("transforms", "source", "sink"):
+        paths.extend(_inline_dependencies(node.get(key)))
+    return paths
+
+
+@contextlib.contextmanager
+def _on_sys_path(paths: list[str]) -> Iterator[None]:
+    added = [p for p in dict.fromkeys(paths) if p not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for path in added:
+            sys.path.remove(path)
+
+
+def _beam_yaml_context(options: Any, stack: contextlib.ExitStack) -> None:
+    """What stock Beam YAML's pipeline context holds for the run: the Java services,
+    and the expansion services of transforms with ``dependencies:`` kept alive until
+    the run ends (their loopback workers run those transforms)."""
+    from apache_beam.options.pipeline_options import CrossLanguageOptions
+    from apache_beam.utils import subprocess_server
+
+    services = options.view_as(CrossLanguageOptions).beam_services
+    stack.enter_context(subprocess_server.JavaJarServer.beam_services(services))
+    stack.enter_context(subprocess_server.SubprocessServer.cache_subprocesses())
+
+
+def _pipeline_hints(pipeline: beam.Pipeline, spec: dict) -> None:
+    """``pipeline: resource_hints:`` apply to every transform, as under stock Beam YAML."""
+    from apache_beam.transforms import resources
+    from apache_beam.yaml.yaml_transform import SafeLineLoader
+
+    hints = spec["pipeline"].get("resource_hints") if isinstance(spec["pipeline"], dict) else None
+    if hints:
+        parsed = resources.parse_resource_hints(SafeLineLoader.strip_metadata(hints))
+        pipeline._current_transform().resource_hints.update(parsed)
+
+
 def run_pipeline(
     path: str,
     runner: str = "FnApiRunner",
@@ -297,15 +387,19 @@ def run_pipeline(
     from apache_beam.yaml import yaml_transform
 
     start = time.monotonic()
+    spec = yaml.load(compilation.yaml_text, Loader=yaml_transform.SafeLineLoader)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_working_directory(compilation.pipeline_dir))
         runner_obj, extra_args = _make_runner(runner, dask_address, stack)
-        options = PipelineOptions([*beam_args, *extra_args])
+        pipeline_options = yaml_transform.SafeLineLoader.strip_metadata(spec.get("options", {}))
+        options = PipelineOptions([*beam_args, *extra_args], **pipeline_options)
+        if runner in _IN_PROCESS:
+            stack.enter_context(_on_sys_path(_inline_dependencies(spec["pipeline"])))
+        _beam_yaml_context(options, stack)
         pipeline = beam.Pipeline(runner=runner_obj, options=options)
         stack.enter_context(_torch_hidden(not _may_need_torch(compilation)))
-        yaml_transform.expand_pipeline(
-            pipeline, compilation.yaml_text, providers=_runner_providers(runner)
-        )
+        _pipeline_hints(pipeline, spec)
+        yaml_transform.expand_pipeline(pipeline, spec, providers=_runner_providers(runner))
         _count_rows(pipeline)
         with _progress(progress):
             result = pipeline.run()

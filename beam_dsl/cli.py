@@ -90,6 +90,8 @@ def cmd_compile(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from beam_dsl.tools.logs import run_logging
 
+    if args.test:  # stock Beam YAML's `main --test`
+        return _cmd_test(args, out)
     with run_logging(args.verbose):  # before Beam is imported: it logs while importing
         from beam_dsl.runner import run_pipeline
 
@@ -103,6 +105,20 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         )
     print(summary.render(), file=out)
     return EXIT_OK
+
+
+def _cmd_test(args: argparse.Namespace, out: TextIO) -> int:
+    from beam_dsl.tools.logs import run_logging
+
+    with run_logging(args.verbose):
+        from beam_dsl.tools import testing
+
+        variables = _variables(args.var)
+        results = testing.run_tests(args.pipeline, variables, args.test_suite, args.beam_args)
+        testing.render(results, out)
+        if args.fix_tests:
+            testing.fix_tests(args.test_suite or args.pipeline, results, variables)
+    return EXIT_OK if all(r.passed for r in results) else EXIT_DIAGNOSTICS
 
 
 def cmd_features_get(args: argparse.Namespace, out: TextIO) -> int:
@@ -138,6 +154,13 @@ def _configuration_error(exc: BaseException) -> str | None:
             return f"error[{match.group(1)}]: {match.group(2).strip()}"
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def _test_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fix_tests", action="store_true", help="write the rows failing tests got into the file"
+    )
+    parser.add_argument("--test_suite", help="a file whose tests: to run instead of the pipeline's")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,7 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     run.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log lines")
+    run.add_argument("--test", "--tests", action="store_true", help="run the tests: (as test)")
+    _test_arguments(run)
     run.set_defaults(func=cmd_run)
+
+    test = sub.add_parser(
+        "test",
+        help="run a pipeline's tests: blocks (Beam YAML's format)",
+        epilog="Any other --flag is passed to Beam as a pipeline option.",
+    )
+    test.add_argument("pipeline")
+    test.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    test.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log lines")
+    _test_arguments(test)
+    test.set_defaults(func=_cmd_test)
 
     features = sub.add_parser("features", help="read features from an online store")
     fsub = features.add_subparsers(dest="features_command", required=True, parser_class=_Parser)
@@ -202,7 +238,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv[:1] == ["run"]:
+        if argv[:1] in (["run"], ["test"]):
             # Everything run does not know is a Beam pipeline option.
             args, beam_args = parser.parse_known_args(argv)
             args.beam_args = beam_args

@@ -75,7 +75,7 @@ class RunSummary:
 
 
 @contextlib.contextmanager
-def _working_directory(path: str) -> Iterator[None]:
+def working_directory(path: str) -> Iterator[None]:
     before = os.getcwd()
     os.chdir(path)
     try:
@@ -314,13 +314,13 @@ def _available_here(dependency: str) -> str | None:
     return None
 
 
-def _inline_dependencies(node: Any) -> list[str]:
+def inline_dependencies(node: Any) -> list[str]:
     """Drops the Python ``dependencies:`` of transforms whose every dependency this
     process has (see :func:`_available_here`); returns the ``sys.path`` entries
     they need. Beam would otherwise build a virtual environment (from the package
     index) and an expansion service for each of them."""
     if isinstance(node, list):
-        return [p for child in node for p in _inline_dependencies(child)]
+        return [p for child in node for p in inline_dependencies(child)]
     if not isinstance(node, dict):
         return []
     paths = []
@@ -332,12 +332,12 @@ def _inline_dependencies(node: Any) -> list[str]:
             del config["dependencies"]
             paths.extend(p for p in found if p)
     for key in ("transforms", "source", "sink"):
-        paths.extend(_inline_dependencies(node.get(key)))
+        paths.extend(inline_dependencies(node.get(key)))
     return paths
 
 
 @contextlib.contextmanager
-def _on_sys_path(paths: list[str]) -> Iterator[None]:
+def on_sys_path(paths: list[str]) -> Iterator[None]:
     added = [p for p in dict.fromkeys(paths) if p not in sys.path]
     sys.path[:0] = added
     try:
@@ -389,12 +389,12 @@ def run_pipeline(
     start = time.monotonic()
     spec = yaml.load(compilation.yaml_text, Loader=yaml_transform.SafeLineLoader)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_working_directory(compilation.pipeline_dir))
+        stack.enter_context(working_directory(compilation.pipeline_dir))
         runner_obj, extra_args = _make_runner(runner, dask_address, stack)
         pipeline_options = yaml_transform.SafeLineLoader.strip_metadata(spec.get("options", {}))
         options = PipelineOptions([*beam_args, *extra_args], **pipeline_options)
         if runner in _IN_PROCESS:
-            stack.enter_context(_on_sys_path(_inline_dependencies(spec["pipeline"])))
+            stack.enter_context(on_sys_path(inline_dependencies(spec["pipeline"])))
         _beam_yaml_context(options, stack)
         pipeline = beam.Pipeline(runner=runner_obj, options=options)
         stack.enter_context(_torch_hidden(not _may_need_torch(compilation)))

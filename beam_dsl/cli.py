@@ -121,6 +121,37 @@ def _cmd_test(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if all(r.passed for r in results) else EXIT_DIAGNOSTICS
 
 
+def _cmd_fmt(args: argparse.Namespace, out: TextIO) -> int:
+    import difflib
+
+    from beam_dsl.dsl.compiler import read_text
+    from beam_dsl.tools.fmt import format_text, spec_files
+
+    changed = failed = 0
+    for path in spec_files(args.paths):
+        text = sys.stdin.read() if path == "-" else read_text(path)
+        try:
+            formatted = format_text(text, path)
+        except DiagnosticError as exc:
+            _report(exc.diagnostics, "text", sys.stderr)
+            failed += 1
+            continue
+        if path == "-" and not (args.check or args.diff):
+            out.write(formatted)
+        elif formatted != text:
+            changed += 1
+            if args.diff:
+                lines = text.splitlines(True), formatted.splitlines(True)
+                out.writelines(difflib.unified_diff(*lines, path, path))
+            if args.check or args.diff:
+                print(f"would reformat {path}", file=sys.stderr)
+            else:
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(formatted)
+                print(f"reformatted {path}", file=sys.stderr)
+    return EXIT_DIAGNOSTICS if failed or (args.check and changed) else EXIT_OK
+
+
 def cmd_features_get(args: argparse.Namespace, out: TextIO) -> int:
     from beam_dsl.features_cli import format_features, get_features
 
@@ -221,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log lines")
     _test_arguments(test)
     test.set_defaults(func=_cmd_test)
+
+    fmt = sub.add_parser("fmt", help="rewrite .bdsl specs in their canonical layout")
+    fmt.add_argument("paths", nargs="+", help=".bdsl files, folders (their .bdsl files), or -")
+    fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 if any would")
+    fmt.add_argument("--diff", action="store_true", help="print the changes instead of writing")
+    fmt.set_defaults(func=_cmd_fmt)
 
     features = sub.add_parser("features", help="read features from an online store")
     fsub = features.add_subparsers(dest="features_command", required=True, parser_class=_Parser)

@@ -152,6 +152,18 @@ def _cmd_fmt(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_DIAGNOSTICS if failed or (args.check and changed) else EXIT_OK
 
 
+def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
+    from beam_dsl.tools.graph import RENDERERS, build
+
+    text = RENDERERS[args.format](build(args.pipeline, _variables(args.var)))
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        out.write(text)
+    return EXIT_OK
+
+
 def cmd_features_get(args: argparse.Namespace, out: TextIO) -> int:
     from beam_dsl.features_cli import format_features, get_features
 
@@ -258,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 if any would")
     fmt.add_argument("--diff", action="store_true", help="print the changes instead of writing")
     fmt.set_defaults(func=_cmd_fmt)
+
+    graph = sub.add_parser("graph", help="draw a pipeline's transforms and spec internals")
+    graph.add_argument("pipeline")
+    graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    graph.add_argument("-o", "--output", help="output file (default: standard output)")
+    graph.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    graph.set_defaults(func=_cmd_graph)
 
     features = sub.add_parser("features", help="read features from an online store")
     fsub = features.add_subparsers(dest="features_command", required=True, parser_class=_Parser)

@@ -164,6 +164,16 @@ def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_init(args: argparse.Namespace, out: TextIO) -> int:
+    from beam_dsl.tools.scaffold import init
+
+    for name in init(args.directory):
+        print(f"  {args.directory.rstrip('/')}/{name}", file=out)
+    pipeline = f"{args.directory.rstrip('/')}/pipeline.yaml"
+    print(f"next: python -m beam_dsl run {pipeline}  (and: test, graph)", file=out)
+    return EXIT_OK
+
+
 def cmd_features_get(args: argparse.Namespace, out: TextIO) -> int:
     from beam_dsl.features_cli import format_features, get_features
 
@@ -277,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("-o", "--output", help="output file (default: standard output)")
     graph.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
     graph.set_defaults(func=_cmd_graph)
+
+    init = sub.add_parser("init", help="start a project: a spec, a pipeline, sample data")
+    init.add_argument("directory", help="a new or empty folder")
+    init.set_defaults(func=_cmd_init)
 
     features = sub.add_parser("features", help="read features from an online store")
     fsub = features.add_subparsers(dest="features_command", required=True, parser_class=_Parser)

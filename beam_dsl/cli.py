@@ -174,6 +174,18 @@ def _cmd_init(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
+    from importlib import resources
+
+    package, name = (
+        ("beam_dsl", "editors/bdsl.tmLanguage.json")
+        if args.textmate
+        else ("beam_dsl.schemas", "pipeline.schema.json")
+    )
+    out.write(resources.files(package).joinpath(name).read_text(encoding="utf-8"))
+    return EXIT_OK
+
+
 def cmd_features_get(args: argparse.Namespace, out: TextIO) -> int:
     from beam_dsl.features_cli import format_features, get_features
 
@@ -291,6 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="start a project: a spec, a pipeline, sample data")
     init.add_argument("directory", help="a new or empty folder")
     init.set_defaults(func=_cmd_init)
+
+    schema = sub.add_parser(
+        "schema", help="print the JSON Schema of pipeline.yaml (for yaml-language-server)"
+    )
+    schema.add_argument(
+        "--textmate", action="store_true", help="print the TextMate grammar of .bdsl instead"
+    )
+    schema.set_defaults(func=_cmd_schema)
 
     features = sub.add_parser("features", help="read features from an online store")
     fsub = features.add_subparsers(dest="features_command", required=True, parser_class=_Parser)

@@ -104,6 +104,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             progress=None if args.quiet else sys.stderr,
         )
     print(summary.render(), file=out)
+    if args.report:
+        _write_report(args.report, args.pipeline, summary.trained, out)
     return EXIT_OK
 
 
@@ -183,6 +185,25 @@ def _cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
         else ("beam_dsl.schemas", "pipeline.schema.json")
     )
     out.write(resources.files(package).joinpath(name).read_text(encoding="utf-8"))
+    return EXIT_OK
+
+
+def _write_report(path: str, pipeline: str, trained: list, out: TextIO) -> None:
+    from beam_dsl.tools.report import html_page
+
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(html_page(pipeline, trained))
+    print(f"beam_dsl: wrote {path} ({len(trained)} TRAIN)", file=out)
+
+
+def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
+    from beam_dsl.dsl.compiler import compile_pipeline
+    from beam_dsl.tools.report import trained_models
+
+    compilation = compile_pipeline(args.pipeline, _variables(args.var))
+    if not compilation.ok:
+        raise DiagnosticError(compilation.diagnostics)
+    _write_report(args.output, args.pipeline, trained_models(compilation), out)
     return EXIT_OK
 
 
@@ -273,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     run.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log lines")
     run.add_argument("--test", "--tests", action="store_true", help="run the tests: (as test)")
+    run.add_argument("--report", metavar="FILE", help="write the per-key metrics page (as report)")
     _test_arguments(run)
     run.set_defaults(func=cmd_run)
 
@@ -311,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--textmate", action="store_true", help="print the TextMate grammar of .bdsl instead"
     )
     schema.set_defaults(func=_cmd_schema)
+
+    report = sub.add_parser("report", help="an HTML page of the per-key metrics TRAIN wrote")
+    report.add_argument("pipeline")
+    report.add_argument("-o", "--output", default="report.html", help="default: report.html")
+    report.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    report.set_defaults(func=_cmd_report)
 
     features = sub.add_parser("features", help="read features from an online store")
     fsub = features.add_subparsers(dest="features_command", required=True, parser_class=_Parser)

@@ -46,31 +46,50 @@ _TORCH_FRAMEWORKS = {"pytorch", "huggingface", "custom"}
 
 @dataclass
 class RunSummary:
-    """What a run did: rows into and out of each beam_dsl transform, errors, time."""
+    """What a run did: rows into and out of each beam_dsl transform, errors, time, and
+    the per-key metrics of the TRAIN statements it ran."""
 
     wall_s: float
     rows_in: dict[str, int] = field(default_factory=dict)
     rows_out: dict[str, int] = field(default_factory=dict)  # "transform.output" -> rows
     counters: dict[str, int] = field(default_factory=dict)  # the transforms' own counters
     counted: bool = True  # False where the runner reports no metrics (Dask)
+    trains: dict[str, str] = field(default_factory=dict)  # TRAIN transforms: name -> statement
+    trained: list = field(default_factory=list)  # beam_dsl.tools.report.TrainedModels
 
     @property
     def errors(self) -> int:
         return sum(n for k, n in self.rows_out.items() if k.endswith(".errors"))
 
+    def _models_line(self, name: str, statement: str) -> str:
+        """TRAIN's models: trained, promoted, rejected by GATE, keys skipped."""
+        promoted = self.counters.get(f"{statement}.promoted", 0)
+        rejected = self.counters.get(f"{statement}.rejected", 0)
+        skipped = self.rows_out.get(f"{name}.skipped", 0)
+        return (
+            f"    models: {promoted + rejected} trained, {promoted} promoted, "
+            f"{rejected} rejected by GATE, {skipped} key{'s' if skipped != 1 else ''} skipped"
+        )
+
     def render(self) -> str:
+        from beam_dsl.tools.report import text_table
+
         lines = [f"beam_dsl: finished in {self.wall_s:.1f}s"]
         if not self.counted:
             lines.append("  (this runner reports no row counts)")
-            return "\n".join(lines)
-        for name, rows in sorted(self.rows_in.items()):
-            outs = ", ".join(
-                f"{k.split('.', 1)[1]} {v}"
-                for k, v in sorted(self.rows_out.items())
-                if k.split(".", 1)[0] == name
-            )
-            lines.append(f"  {name}: {rows} rows in -> {outs or 'no outputs'}")
-        lines.append(f"  errors: {self.errors}")
+        else:
+            for name, rows in sorted(self.rows_in.items()):
+                outs = ", ".join(
+                    f"{k.rsplit('.', 1)[1]} {v}"
+                    for k, v in sorted(self.rows_out.items())
+                    if k.rsplit(".", 1)[0] == name
+                )
+                lines.append(f"  {name}: {rows} rows in -> {outs or 'no outputs'}")
+                if name in self.trains:
+                    lines.append(self._models_line(name, self.trains[name]))
+            lines.append(f"  errors: {self.errors}")
+        for trained in self.trained:
+            lines.extend(["", text_table(trained)])
         return "\n".join(lines)
 
 
@@ -129,13 +148,16 @@ class _CountFrames(_Count):
         yield from ()  # Beam needs a generator; the count is all this does
 
 
-def _count_rows(pipeline: Any) -> None:
-    """Adds a counter on every input and output of each beam_dsl transform."""
+def _count_rows(pipeline: Any) -> dict[str, str]:
+    """Adds a counter on every input and output of each beam_dsl transform; returns
+    the TRAIN transforms: their name in the pipeline -> their statement's name."""
     from apache_beam.pipeline import PipelineVisitor
 
     from beam_dsl.transforms.common.spec import SpecTransform
+    from beam_dsl.transforms.training.transform import TrainModels
 
     found: list[tuple[str, str, Any]] = []
+    trains: dict[str, str] = {}
 
     class Visitor(PipelineVisitor):
         """Finds the outermost beam_dsl transforms (not those nested in another)."""
@@ -146,8 +168,10 @@ def _count_rows(pipeline: Any) -> None:
             transform = node.transform
             if isinstance(transform, SpecTransform):
                 if not self.inside:
-                    # Each beam_dsl transform keeps its declared name as `name`.
-                    name = getattr(transform, "name", None) or node.full_label
+                    # Its name in the pipeline (see name_spec_transforms).
+                    name = node.full_label
+                    if isinstance(transform, TrainModels):
+                        trains[name] = transform.name
                     for pcoll in node.main_inputs.values():
                         found.append((name, "in", pcoll))
                     for tag, pcoll in node.outputs.items():
@@ -166,6 +190,22 @@ def _count_rows(pipeline: Any) -> None:
             label = f"rows.{name}.{tag}"
             counter = _CountFrames if schema_fields(pcoll.element_type) else _Count
             _ = pcoll | f"beam_dsl count {i} {label}" >> beam.ParDo(counter(label))
+    return trains
+
+
+def name_spec_transforms(node: Any, declared: set[str]) -> None:
+    """Names each use of a spec transform that has no ``name:`` after its statement, so
+    that Beam labels it (and the summary shows it) so, not by its class
+    (``ComputeFeatures@122``). References by type keep working: Beam YAML finds a
+    transform by its name or its type."""
+    if isinstance(node, list):
+        for child in node:
+            name_spec_transforms(child, declared)
+    elif isinstance(node, dict):
+        if node.get("type") in declared and "name" not in node:
+            node["name"] = node["type"]
+        for key in ("transforms", "source", "sink"):
+            name_spec_transforms(node.get(key), declared)
 
 
 def _summary(result: Any, wall_s: float) -> RunSummary:
@@ -181,7 +221,7 @@ def _summary(result: Any, wall_s: float) -> RunSummary:
         name = counter.key.metric.name
         value = counter.committed if counter.committed is not None else counter.attempted
         if name.startswith("rows."):
-            _, transform, tag = name.split(".", 2)
+            transform, tag = name[len("rows.") :].rsplit(".", 1)
             if tag == "in":
                 summary.rows_in[transform] = summary.rows_in.get(transform, 0) + value
             else:
@@ -399,8 +439,9 @@ def run_pipeline(
         pipeline = beam.Pipeline(runner=runner_obj, options=options)
         stack.enter_context(_torch_hidden(not _may_need_torch(compilation)))
         _pipeline_hints(pipeline, spec)
+        name_spec_transforms(spec["pipeline"], set(compilation.defs))
         yaml_transform.expand_pipeline(pipeline, spec, providers=_runner_providers(runner))
-        _count_rows(pipeline)
+        trains = _count_rows(pipeline)
         with _progress(progress):
             result = pipeline.run()
             try:
@@ -409,4 +450,9 @@ def run_pipeline(
                 client = getattr(result, "client", None)  # DaskRunner leaves its client open
                 if client is not None:
                     client.close()
-    return _summary(result, time.monotonic() - start)
+    from beam_dsl.tools.report import trained_models
+
+    summary = _summary(result, time.monotonic() - start)
+    summary.trains = trains
+    summary.trained = trained_models(compilation)
+    return summary

@@ -20,6 +20,14 @@ TRAIN by_city
   SAVE TO 'models/{key}.skops';
 """
 
+ROWS = """\
+          - {city: a, size: 1, big: 'no'}
+          - {city: a, size: 2, big: 'no'}
+          - {city: a, size: 8, big: 'yes'}
+          - {city: a, size: 9, big: 'yes'}
+          - {city: b, size: 3, big: 'no'}
+"""
+
 PIPELINE = """\
 specs: [s.bdsl]
 pipeline:
@@ -38,12 +46,7 @@ tests:
     mock_outputs:
       - name: rows
         elements:
-          - {city: a, size: 1, big: 'no'}
-          - {city: a, size: 2, big: 'no'}
-          - {city: a, size: 8, big: 'yes'}
-          - {city: a, size: 9, big: 'yes'}
-          - {city: b, size: 3, big: 'no'}
-    expected_outputs:
+{rows}    expected_outputs:
       - name: by_city.skipped
         elements:
           - {city: b, rows: 1, reason: '1 rows, fewer than MIN ROWS 4'}
@@ -51,16 +54,11 @@ tests:
     mock_outputs:
       - name: rows
         elements:
-          - {city: a, size: 1, big: 'no'}
-          - {city: a, size: 2, big: 'no'}
-          - {city: a, size: 8, big: 'yes'}
-          - {city: a, size: 9, big: 'yes'}
-          - {city: b, size: 3, big: 'no'}
-    expected_outputs:
+{rows}    expected_outputs:
       - name: by_city.errors
         elements:
           - {row: '{}', reason: nothing is wrong, transform: by_city}
-"""
+""".replace("{rows}", ROWS)
 
 
 def run_cli(*argv: str) -> tuple[int, str]:

@@ -314,19 +314,29 @@ def _mermaid_text(text: str) -> str:
 _MERMAID_SHAPES = {"box": "[{}]", "port": "([{}])", "member": "[/{}/]"}
 
 
-def to_mermaid(graph: Graph) -> str:
-    lines = ["flowchart LR"]
+def _nodes(graph: Graph, node_line, open_lines, close_line: str) -> list[str]:
+    """Every node, cluster by cluster (nested and indented), in one renderer's syntax."""
+    lines: list[str] = []
 
     def cluster(c: Cluster, indent: str) -> None:
-        for node in c.nodes:
-            shape = _MERMAID_SHAPES[node.shape]
-            lines.append(indent + node.id + shape.format(_mermaid_text(node.label)))
+        lines.extend(indent + node_line(node) for node in c.nodes)
         for inner in c.clusters:
-            lines.append(f"{indent}subgraph {inner.id} [{_mermaid_text(inner.label)}]")
+            lines.extend(indent + line for line in open_lines(inner))
             cluster(inner, indent + "  ")
-            lines.append(f"{indent}end")
+            lines.append(indent + close_line)
 
     cluster(graph.root, "  ")
+    return lines
+
+
+def to_mermaid(graph: Graph) -> str:
+    lines = ["flowchart LR"]
+    lines += _nodes(
+        graph,
+        lambda n: n.id + _MERMAID_SHAPES[n.shape].format(_mermaid_text(n.label)),
+        lambda c: [f"subgraph {c.id} [{_mermaid_text(c.label)}]"],
+        "end",
+    )
     for source, target, label in graph.edges:
         arrow = f" -->|{_mermaid_text(label)}| " if label else " --> "
         lines.append(f"  {source}{arrow}{target}")
@@ -342,18 +352,12 @@ _DOT_SHAPES = {"box": "box", "port": "ellipse", "member": "parallelogram"}
 
 def to_dot(graph: Graph) -> str:
     lines = ["digraph pipeline {", "  rankdir=LR;", "  node [shape=box, fontname=Helvetica];"]
-
-    def cluster(c: Cluster, indent: str) -> None:
-        for node in c.nodes:
-            shape = _DOT_SHAPES[node.shape]
-            lines.append(f"{indent}{node.id} [label={_dot_text(node.label)}, shape={shape}];")
-        for inner in c.clusters:
-            lines.append(f"{indent}subgraph cluster_{inner.id} {{")
-            lines.append(f"{indent}  label={_dot_text(inner.label)};")
-            cluster(inner, indent + "  ")
-            lines.append(f"{indent}}}")
-
-    cluster(graph.root, "  ")
+    lines += _nodes(
+        graph,
+        lambda n: f"{n.id} [label={_dot_text(n.label)}, shape={_DOT_SHAPES[n.shape]}];",
+        lambda c: [f"subgraph cluster_{c.id} {{", f"  label={_dot_text(c.label)};"],
+        "}",
+    )
     for source, target, label in graph.edges:
         attrs = f" [label={_dot_text(label)}]" if label else ""
         lines.append(f"  {source} -> {target}{attrs};")

@@ -1,10 +1,12 @@
-"""The command line: ``python -m beam_dsl lint | compile | run | features get``.
+"""The command line: ``python -m beam_dsl lint | compile | run | test | fmt | graph | init |
+schema | report | features get`` (docs/TOOLS.md describes the tools).
 
 Exit codes: 0 success; 1 diagnostics (a mistake in a spec or pipeline file,
 or a failed run); 2 usage or I/O errors (a missing file, a bad flag);
 123 an internal error (a bug in beam_dsl: please report it).
 
-``lint`` and ``compile`` import no Beam, scikit-learn, torch or transformers.
+``lint``, ``compile``, ``fmt``, ``graph``, ``init`` and ``schema`` import no Beam,
+scikit-learn, torch or transformers.
 """
 
 from __future__ import annotations
@@ -242,6 +244,51 @@ def _configuration_error(exc: BaseException) -> str | None:
     return None
 
 
+def _add_tool_commands(sub) -> None:
+    """test, fmt, graph, init, schema and report (docs/TOOLS.md)."""
+    test = sub.add_parser(
+        "test",
+        help="run a pipeline's tests: blocks (Beam YAML's format)",
+        epilog="Any other --flag is passed to Beam as a pipeline option.",
+    )
+    test.add_argument("pipeline")
+    test.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    test.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log lines")
+    _test_arguments(test)
+    test.set_defaults(func=_cmd_test)
+
+    fmt = sub.add_parser("fmt", help="rewrite .bdsl specs in their canonical layout")
+    fmt.add_argument("paths", nargs="+", help=".bdsl files, folders (their .bdsl files), or -")
+    fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 if any would")
+    fmt.add_argument("--diff", action="store_true", help="print the changes instead of writing")
+    fmt.set_defaults(func=_cmd_fmt)
+
+    graph = sub.add_parser("graph", help="draw a pipeline's transforms and spec internals")
+    graph.add_argument("pipeline")
+    graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    graph.add_argument("-o", "--output", help="output file (default: standard output)")
+    graph.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    graph.set_defaults(func=_cmd_graph)
+
+    init = sub.add_parser("init", help="start a project: a spec, a pipeline, sample data")
+    init.add_argument("directory", help="a new or empty folder")
+    init.set_defaults(func=_cmd_init)
+
+    schema = sub.add_parser(
+        "schema", help="print the JSON Schema of pipeline.yaml (for yaml-language-server)"
+    )
+    schema.add_argument(
+        "--textmate", action="store_true", help="print the TextMate grammar of .bdsl instead"
+    )
+    schema.set_defaults(func=_cmd_schema)
+
+    report = sub.add_parser("report", help="an HTML page of the per-key metrics TRAIN wrote")
+    report.add_argument("pipeline")
+    report.add_argument("-o", "--output", default="report.html", help="default: report.html")
+    report.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    report.set_defaults(func=_cmd_report)
+
+
 def _test_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fix_tests", action="store_true", help="write the rows failing tests got into the file"
@@ -298,47 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     _test_arguments(run)
     run.set_defaults(func=cmd_run)
 
-    test = sub.add_parser(
-        "test",
-        help="run a pipeline's tests: blocks (Beam YAML's format)",
-        epilog="Any other --flag is passed to Beam as a pipeline option.",
-    )
-    test.add_argument("pipeline")
-    test.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
-    test.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log lines")
-    _test_arguments(test)
-    test.set_defaults(func=_cmd_test)
-
-    fmt = sub.add_parser("fmt", help="rewrite .bdsl specs in their canonical layout")
-    fmt.add_argument("paths", nargs="+", help=".bdsl files, folders (their .bdsl files), or -")
-    fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 if any would")
-    fmt.add_argument("--diff", action="store_true", help="print the changes instead of writing")
-    fmt.set_defaults(func=_cmd_fmt)
-
-    graph = sub.add_parser("graph", help="draw a pipeline's transforms and spec internals")
-    graph.add_argument("pipeline")
-    graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
-    graph.add_argument("-o", "--output", help="output file (default: standard output)")
-    graph.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
-    graph.set_defaults(func=_cmd_graph)
-
-    init = sub.add_parser("init", help="start a project: a spec, a pipeline, sample data")
-    init.add_argument("directory", help="a new or empty folder")
-    init.set_defaults(func=_cmd_init)
-
-    schema = sub.add_parser(
-        "schema", help="print the JSON Schema of pipeline.yaml (for yaml-language-server)"
-    )
-    schema.add_argument(
-        "--textmate", action="store_true", help="print the TextMate grammar of .bdsl instead"
-    )
-    schema.set_defaults(func=_cmd_schema)
-
-    report = sub.add_parser("report", help="an HTML page of the per-key metrics TRAIN wrote")
-    report.add_argument("pipeline")
-    report.add_argument("-o", "--output", default="report.html", help="default: report.html")
-    report.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
-    report.set_defaults(func=_cmd_report)
+    _add_tool_commands(sub)
 
     features = sub.add_parser("features", help="read features from an online store")
     fsub = features.add_subparsers(dest="features_command", required=True, parser_class=_Parser)

@@ -3,11 +3,13 @@
 ``python -m apache_beam.yaml.main`` sets the root logger to INFO, so
 ``LogForTesting`` (which logs through the root logger) prints its elements as
 ``INFO:root:{...}`` on standard error. beam_dsl does the same, with the same
-format, but unless ``-v`` it drops what Beam itself logs below ERROR (the
-"apitools not found" and "Could not load ML transform module" warnings of
-every run, "Expanding ..." lines, runner start-up) and what other installed
-libraries log below WARNING. Records from LogForTesting, from the user's own
-code and from beam_dsl pass as under stock Beam.
+format, but unless ``-v`` it drops what Beam itself logs (the "apitools not
+found" and "Could not load ML transform module" warnings of every run,
+"Expanding ..." lines, runner start-up, and the traceback it logs when a
+transform fails: the failure reaches the CLI, which reports it as one coded
+line) and what other installed libraries log below WARNING. Records from
+LogForTesting, from the user's own code and from beam_dsl pass as under
+stock Beam.
 
 Beam logs some of those warnings while it is imported, so this is entered
 before the first ``import apache_beam``; it imports no Beam itself.
@@ -32,7 +34,7 @@ def _package_dir(name: str) -> str | None:
 
 
 class _Quiet(logging.Filter):
-    """Drops Beam's records below ERROR and other libraries' below WARNING."""
+    """Drops Beam's own records and other libraries' below WARNING."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -45,7 +47,7 @@ class _Quiet(logging.Filter):
         if record.funcName == _LOG_FOR_TESTING[0] and path.endswith(_LOG_FOR_TESTING[1]):
             return True
         if self.beam and path.startswith(self.beam):
-            return record.levelno >= logging.ERROR
+            return False
         if path.startswith(self.libraries):
             return record.levelno >= logging.WARNING
         return True

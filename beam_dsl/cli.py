@@ -1,10 +1,12 @@
-"""The command line: ``python -m beam_dsl lint | compile | run | features get``.
+"""The command line: ``python -m beam_dsl lint | compile | run | test | fmt | graph | init |
+schema | report | features get`` (docs/TOOLS.md describes the tools).
 
 Exit codes: 0 success; 1 diagnostics (a mistake in a spec or pipeline file,
 or a failed run); 2 usage or I/O errors (a missing file, a bad flag);
 123 an internal error (a bug in beam_dsl: please report it).
 
-``lint`` and ``compile`` import no Beam, scikit-learn, torch or transformers.
+``lint``, ``compile``, ``fmt``, ``graph``, ``init`` and ``schema`` import no Beam,
+scikit-learn, torch or transformers.
 """
 
 from __future__ import annotations
@@ -102,18 +104,128 @@ def cmd_compile(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    pipeline = _pipeline_file(args)
-    from beam_dsl.runner import run_pipeline
+    from beam_dsl.tools.logs import run_logging
 
-    summary = run_pipeline(
-        pipeline,
-        runner=args.runner,
-        variables=_variables(args.var),
-        beam_args=args.beam_args,
-        dask_address=args.dask_address,
-        progress=None if args.quiet else sys.stderr,
-    )
+    pipeline = _pipeline_file(args)
+    if args.test:  # stock Beam YAML's `main --test`
+        return _cmd_test(args, out)
+    with run_logging(args.verbose):  # before Beam is imported: it logs while importing
+        from beam_dsl.runner import run_pipeline
+
+        summary = run_pipeline(
+            pipeline,
+            runner=args.runner,
+            variables=_variables(args.var),
+            beam_args=args.beam_args,
+            dask_address=args.dask_address,
+            progress=None if args.quiet else sys.stderr,
+        )
     print(summary.render(), file=out)
+    if args.report:
+        _write_report(args.report, args.pipeline, summary.trained, out)
+    return EXIT_OK
+
+
+def _cmd_test(args: argparse.Namespace, out: TextIO) -> int:
+    from beam_dsl.tools.logs import run_logging
+
+    with run_logging(args.verbose):
+        from beam_dsl.tools import testing
+
+        variables = _variables(args.var)
+        results = testing.run_tests(args.pipeline, variables, args.test_suite, args.beam_args)
+        testing.render(results, out)
+        if args.fix_tests:
+            testing.fix_tests(args.test_suite or args.pipeline, results, variables)
+    return EXIT_OK if all(r.passed for r in results) else EXIT_DIAGNOSTICS
+
+
+def _cmd_fmt(args: argparse.Namespace, out: TextIO) -> int:
+    import difflib
+
+    from beam_dsl.diagnostics import read_source
+    from beam_dsl.tools.fmt import format_text, spec_files
+
+    changed = failed = 0
+    for path in spec_files(args.paths):
+        source, problem = (None, None) if path == "-" else read_source(path)
+        if problem is not None:
+            _report([problem], "text", sys.stderr)
+            failed += 1
+            continue
+        text = sys.stdin.read() if path == "-" else source.text
+        try:
+            formatted = format_text(text, path)
+        except DiagnosticError as exc:
+            _report(exc.diagnostics, "text", sys.stderr)
+            failed += 1
+            continue
+        if path == "-" and not (args.check or args.diff):
+            out.write(formatted)
+        elif formatted != text:
+            changed += 1
+            if args.diff:
+                lines = text.splitlines(True), formatted.splitlines(True)
+                out.writelines(difflib.unified_diff(*lines, path, path))
+            if args.check or args.diff:
+                print(f"would reformat {path}", file=sys.stderr)
+            else:
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(formatted)
+                print(f"reformatted {path}", file=sys.stderr)
+    return EXIT_DIAGNOSTICS if failed or (args.check and changed) else EXIT_OK
+
+
+def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
+    from beam_dsl.tools.graph import RENDERERS, build
+
+    text = RENDERERS[args.format](build(args.pipeline, _variables(args.var)))
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        out.write(text)
+    return EXIT_OK
+
+
+def _cmd_init(args: argparse.Namespace, out: TextIO) -> int:
+    from beam_dsl.tools.scaffold import init
+
+    for name in init(args.directory):
+        print(f"  {args.directory.rstrip('/')}/{name}", file=out)
+    pipeline = f"{args.directory.rstrip('/')}/pipeline.yaml"
+    print(f"next: python -m beam_dsl run {pipeline}  (and: test, graph)", file=out)
+    return EXIT_OK
+
+
+def _cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
+    from importlib import resources
+
+    package, name = (
+        ("beam_dsl", "editors/bdsl.tmLanguage.json")
+        if args.textmate
+        else ("beam_dsl.schemas", "pipeline.schema.json")
+    )
+    out.write(resources.files(package).joinpath(name).read_text(encoding="utf-8"))
+    return EXIT_OK
+
+
+def _write_report(path: str, pipeline: str, trained: list, out: TextIO) -> None:
+    from beam_dsl.tools.report import html_page
+
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(html_page(pipeline, trained))
+    print(f"beam_dsl: wrote {path} ({len(trained)} TRAIN)", file=out)
+
+
+def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
+    from beam_dsl.dsl.compiler import compile_pipeline
+    from beam_dsl.tools.report import trained_models
+
+    compilation = compile_pipeline(args.pipeline, _variables(args.var))
+    if not compilation.ok:
+        raise DiagnosticError(compilation.diagnostics)
+    _write_report(args.output, args.pipeline, trained_models(compilation), out)
     return EXIT_OK
 
 
@@ -150,6 +262,58 @@ def _configuration_error(exc: BaseException) -> str | None:
             return f"error[{match.group(1)}]: {match.group(2).strip()}"
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def _add_tool_commands(sub) -> None:
+    """test, fmt, graph, init, schema and report (docs/TOOLS.md)."""
+    test = sub.add_parser(
+        "test",
+        help="run a pipeline's tests: blocks (Beam YAML's format)",
+        epilog="Any other --flag is passed to Beam as a pipeline option.",
+    )
+    test.add_argument("pipeline")
+    test.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    test.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log lines")
+    _test_arguments(test)
+    test.set_defaults(func=_cmd_test)
+
+    fmt = sub.add_parser("fmt", help="rewrite .bdsl specs in their canonical layout")
+    fmt.add_argument("paths", nargs="+", help=".bdsl files, folders (their .bdsl files), or -")
+    fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 if any would")
+    fmt.add_argument("--diff", action="store_true", help="print the changes instead of writing")
+    fmt.set_defaults(func=_cmd_fmt)
+
+    graph = sub.add_parser("graph", help="draw a pipeline's transforms and spec internals")
+    graph.add_argument("pipeline")
+    graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    graph.add_argument("-o", "--output", help="output file (default: standard output)")
+    graph.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    graph.set_defaults(func=_cmd_graph)
+
+    init = sub.add_parser("init", help="start a project: a spec, a pipeline, sample data")
+    init.add_argument("directory", help="a new or empty folder")
+    init.set_defaults(func=_cmd_init)
+
+    schema = sub.add_parser(
+        "schema", help="print the JSON Schema of pipeline.yaml (for yaml-language-server)"
+    )
+    schema.add_argument(
+        "--textmate", action="store_true", help="print the TextMate grammar of .bdsl instead"
+    )
+    schema.set_defaults(func=_cmd_schema)
+
+    report = sub.add_parser("report", help="an HTML page of the per-key metrics TRAIN wrote")
+    report.add_argument("pipeline")
+    report.add_argument("-o", "--output", default="report.html", help="default: report.html")
+    report.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    report.set_defaults(func=_cmd_report)
+
+
+def _test_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fix_tests", action="store_true", help="write the rows failing tests got into the file"
+    )
+    parser.add_argument("--test_suite", help="a file whose tests: to run instead of the pipeline's")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,7 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    run.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log lines")
+    run.add_argument("--test", "--tests", action="store_true", help="run the tests: (as test)")
+    run.add_argument("--report", metavar="FILE", help="write the per-key metrics page (as report)")
+    _test_arguments(run)
     run.set_defaults(func=cmd_run)
+
+    _add_tool_commands(sub)
 
     features = sub.add_parser("features", help="read features from an online store")
     fsub = features.add_subparsers(dest="features_command", required=True, parser_class=_Parser)
@@ -214,7 +384,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = argparse.Namespace()
     try:
-        if argv[:1] == ["run"]:
+        if argv[:1] in (["run"], ["test"]):
             # Everything run does not know is a Beam pipeline option.
             args, beam_args = parser.parse_known_args(argv)
             args.beam_args = beam_args

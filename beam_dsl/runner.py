@@ -7,6 +7,13 @@ cluster is started for the run. Any other name goes to Beam as ``--runner``.
 
 Paths inside pipeline.yaml and its specs are relative to the pipeline file:
 the run happens with that directory as the working directory.
+
+As under ``python -m apache_beam.yaml.main``, the pipeline's ``options:`` are
+merged into the pipeline options, ``pipeline: resource_hints:`` apply to the
+whole pipeline, and transforms with Python ``dependencies:`` run: where every
+dependency is already installed here (or is a local directory or pure-Python
+wheel) and the run is in-process, they run in this process, offline; otherwise
+Beam builds a virtual environment with them as stock Beam YAML does.
 """
 
 from __future__ import annotations
@@ -18,10 +25,12 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any, TextIO
 
 import apache_beam as beam
 import pandas as pd
+import yaml
 from apache_beam.metrics import Metrics
 
 from beam_dsl.diagnostics import DiagnosticError
@@ -35,36 +44,55 @@ COUNTER_NAMESPACE = "beam_dsl"
 
 @dataclass
 class RunSummary:
-    """What a run did: rows into and out of each beam_dsl transform, errors, time."""
+    """What a run did: rows into and out of each beam_dsl transform, errors, time, and
+    the per-key metrics of the TRAIN statements it ran."""
 
     wall_s: float
     rows_in: dict[str, int] = field(default_factory=dict)
     rows_out: dict[str, int] = field(default_factory=dict)  # "transform.output" -> rows
     counters: dict[str, int] = field(default_factory=dict)  # the transforms' own counters
     counted: bool = True  # False where the runner reports no metrics (Dask)
+    trains: dict[str, str] = field(default_factory=dict)  # TRAIN transforms: name -> statement
+    trained: list = field(default_factory=list)  # beam_dsl.tools.report.TrainedModels
 
     @property
     def errors(self) -> int:
         return sum(n for k, n in self.rows_out.items() if k.endswith(".errors"))
 
+    def _models_line(self, name: str, statement: str) -> str:
+        """TRAIN's models: trained, promoted, rejected by GATE, keys skipped."""
+        promoted = self.counters.get(f"{statement}.promoted", 0)
+        rejected = self.counters.get(f"{statement}.rejected", 0)
+        skipped = self.rows_out.get(f"{name}.skipped", 0)
+        return (
+            f"    models: {promoted + rejected} trained, {promoted} promoted, "
+            f"{rejected} rejected by GATE, {skipped} key{'s' if skipped != 1 else ''} skipped"
+        )
+
     def render(self) -> str:
+        from beam_dsl.tools.report import text_table
+
         lines = [f"beam_dsl: finished in {self.wall_s:.1f}s"]
         if not self.counted:
             lines.append("  (this runner reports no row counts)")
-            return "\n".join(lines)
-        for name, rows in sorted(self.rows_in.items()):
-            outs = ", ".join(
-                f"{k.split('.', 1)[1]} {v}"
-                for k, v in sorted(self.rows_out.items())
-                if k.split(".", 1)[0] == name
-            )
-            lines.append(f"  {name}: {rows} rows in -> {outs or 'no outputs'}")
-        lines.append(f"  errors: {self.errors}")
+        else:
+            for name, rows in sorted(self.rows_in.items()):
+                outs = ", ".join(
+                    f"{k.rsplit('.', 1)[1]} {v}"
+                    for k, v in sorted(self.rows_out.items())
+                    if k.rsplit(".", 1)[0] == name
+                )
+                lines.append(f"  {name}: {rows} rows in -> {outs or 'no outputs'}")
+                if name in self.trains:
+                    lines.append(self._models_line(name, self.trains[name]))
+            lines.append(f"  errors: {self.errors}")
+        for trained in self.trained:
+            lines.extend(["", text_table(trained)])
         return "\n".join(lines)
 
 
 @contextlib.contextmanager
-def _working_directory(path: str) -> Iterator[None]:
+def working_directory(path: str) -> Iterator[None]:
     before = os.getcwd()
     os.chdir(path)
     try:
@@ -118,13 +146,16 @@ class _CountFrames(_Count):
         yield from ()  # Beam needs a generator; the count is all this does
 
 
-def _count_rows(pipeline: Any) -> None:
-    """Adds a counter on every input and output of each beam_dsl transform."""
+def _count_rows(pipeline: Any) -> dict[str, str]:
+    """Adds a counter on every input and output of each beam_dsl transform; returns
+    the TRAIN transforms: their name in the pipeline -> their statement's name."""
     from apache_beam.pipeline import PipelineVisitor
 
     from beam_dsl.transforms.common.spec import SpecTransform
+    from beam_dsl.transforms.training.transform import TrainModels
 
     found: list[tuple[str, str, Any]] = []
+    trains: dict[str, str] = {}
 
     class Visitor(PipelineVisitor):
         """Finds the outermost beam_dsl transforms (not those nested in another)."""
@@ -135,8 +166,10 @@ def _count_rows(pipeline: Any) -> None:
             transform = node.transform
             if isinstance(transform, SpecTransform):
                 if not self.inside:
-                    # Each beam_dsl transform keeps its declared name as `name`.
-                    name = getattr(transform, "name", None) or node.full_label
+                    # Its name in the pipeline (see name_spec_transforms).
+                    name = node.full_label
+                    if isinstance(transform, TrainModels):
+                        trains[name] = transform.name
                     for pcoll in node.main_inputs.values():
                         found.append((name, "in", pcoll))
                     for tag, pcoll in node.outputs.items():
@@ -155,6 +188,22 @@ def _count_rows(pipeline: Any) -> None:
             label = f"rows.{name}.{tag}"
             counter = _CountFrames if schema_fields(pcoll.element_type) else _Count
             _ = pcoll | f"beam_dsl count {i} {label}" >> beam.ParDo(counter(label))
+    return trains
+
+
+def name_spec_transforms(node: Any, declared: set[str]) -> None:
+    """Names each use of a spec transform that has no ``name:`` after its statement, so
+    that Beam labels it (and the summary shows it) so, not by its class
+    (``ComputeFeatures@122``). References by type keep working: Beam YAML finds a
+    transform by its name or its type."""
+    if isinstance(node, list):
+        for child in node:
+            name_spec_transforms(child, declared)
+    elif isinstance(node, dict):
+        if node.get("type") in declared and "name" not in node:
+            node["name"] = node["type"]
+        for key in ("transforms", "source", "sink"):
+            name_spec_transforms(node.get(key), declared)
 
 
 def _summary(result: Any, wall_s: float) -> RunSummary:
@@ -170,7 +219,7 @@ def _summary(result: Any, wall_s: float) -> RunSummary:
         name = counter.key.metric.name
         value = counter.committed if counter.committed is not None else counter.attempted
         if name.startswith("rows."):
-            _, transform, tag = name.split(".", 2)
+            transform, tag = name[len("rows.") :].rsplit(".", 1)
             if tag == "in":
                 summary.rows_in[transform] = summary.rows_in.get(transform, 0) + value
             else:
@@ -238,9 +287,12 @@ def _torch_hidden(hide: bool) -> Iterator[None]:
         sys.meta_path.remove(_NoTorch)
 
 
+_IN_PROCESS = ("FnApiRunner", "InProcess", "in-process")
+
+
 def _make_runner(name: str, dask_address: str | None, stack: contextlib.ExitStack):
     """A Beam runner object (or name) and extra pipeline args for it."""
-    if name in ("FnApiRunner", "InProcess", "in-process"):
+    if name in _IN_PROCESS:
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
         return FnApiRunner(), []
@@ -280,6 +332,84 @@ def _runner_providers(runner: str) -> dict:
     )
 
 
+def _available_here(dependency: str) -> str | None:
+    """How this process has a Python dependency: "" where an installed distribution
+    satisfies it, a ``sys.path`` entry for a local directory (its ``src/`` where it
+    has one) or pure-Python wheel, None where it does not (Beam installs it)."""
+    path = os.path.abspath(dependency)
+    if os.path.isdir(path):
+        src = os.path.join(path, "src")
+        return src if os.path.isdir(src) else path
+    if os.path.isfile(path) and path.endswith("-none-any.whl"):
+        return path
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        requirement = Requirement(dependency)
+        version = metadata.version(requirement.name)
+    except (InvalidRequirement, metadata.PackageNotFoundError):
+        return None
+    if requirement.url is None and requirement.specifier.contains(version, prereleases=True):
+        return ""
+    return None
+
+
+def inline_dependencies(node: Any) -> list[str]:
+    """Drops the Python ``dependencies:`` of transforms whose every dependency this
+    process has (see :func:`_available_here`); returns the ``sys.path`` entries
+    they need. Beam would otherwise build a virtual environment (from the package
+    index) and an expansion service for each of them."""
+    if isinstance(node, list):
+        return [p for child in node for p in inline_dependencies(child)]
+    if not isinstance(node, dict):
+        return []
+    paths = []
+    config = node.get("config")
+    deps = config.get("dependencies") if isinstance(config, dict) else None
+    if isinstance(deps, list) and str(config.get("language", "python")).lower() == "python":
+        found = [_available_here(str(d)) for d in deps]
+        if None not in found:
+            del config["dependencies"]
+            paths.extend(p for p in found if p)
+    for key in ("transforms", "source", "sink"):
+        paths.extend(inline_dependencies(node.get(key)))
+    return paths
+
+
+@contextlib.contextmanager
+def on_sys_path(paths: list[str]) -> Iterator[None]:
+    added = [p for p in dict.fromkeys(paths) if p not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for path in added:
+            sys.path.remove(path)
+
+
+def _beam_yaml_context(options: Any, stack: contextlib.ExitStack) -> None:
+    """What stock Beam YAML's pipeline context holds for the run: the Java services,
+    and the expansion services of transforms with ``dependencies:`` kept alive until
+    the run ends (their loopback workers run those transforms)."""
+    from apache_beam.options.pipeline_options import CrossLanguageOptions
+    from apache_beam.utils import subprocess_server
+
+    services = options.view_as(CrossLanguageOptions).beam_services
+    stack.enter_context(subprocess_server.JavaJarServer.beam_services(services))
+    stack.enter_context(subprocess_server.SubprocessServer.cache_subprocesses())
+
+
+def _pipeline_hints(pipeline: beam.Pipeline, spec: dict) -> None:
+    """``pipeline: resource_hints:`` apply to every transform, as under stock Beam YAML."""
+    from apache_beam.transforms import resources
+    from apache_beam.yaml.yaml_transform import SafeLineLoader
+
+    hints = spec["pipeline"].get("resource_hints") if isinstance(spec["pipeline"], dict) else None
+    if hints:
+        parsed = resources.parse_resource_hints(SafeLineLoader.strip_metadata(hints))
+        pipeline._current_transform().resource_hints.update(parsed)
+
+
 def run_pipeline(
     path: str,
     runner: str = "FnApiRunner",
@@ -297,16 +427,21 @@ def run_pipeline(
     from apache_beam.yaml import yaml_transform
 
     start = time.monotonic()
+    spec = yaml.load(compilation.yaml_text, Loader=yaml_transform.SafeLineLoader)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_working_directory(compilation.pipeline_dir))
+        stack.enter_context(working_directory(compilation.pipeline_dir))
         runner_obj, extra_args = _make_runner(runner, dask_address, stack)
-        options = PipelineOptions([*beam_args, *extra_args])
+        pipeline_options = yaml_transform.SafeLineLoader.strip_metadata(spec.get("options", {}))
+        options = PipelineOptions([*beam_args, *extra_args], **pipeline_options)
+        if runner in _IN_PROCESS:
+            stack.enter_context(on_sys_path(inline_dependencies(spec["pipeline"])))
+        _beam_yaml_context(options, stack)
         pipeline = beam.Pipeline(runner=runner_obj, options=options)
         stack.enter_context(_torch_hidden(not _may_need_torch(compilation)))
-        yaml_transform.expand_pipeline(
-            pipeline, compilation.yaml_text, providers=_runner_providers(runner)
-        )
-        _count_rows(pipeline)
+        _pipeline_hints(pipeline, spec)
+        name_spec_transforms(spec["pipeline"], set(compilation.defs))
+        yaml_transform.expand_pipeline(pipeline, spec, providers=_runner_providers(runner))
+        trains = _count_rows(pipeline)
         with _progress(progress):
             result = pipeline.run()
             try:
@@ -315,4 +450,9 @@ def run_pipeline(
                 client = getattr(result, "client", None)  # DaskRunner leaves its client open
                 if client is not None:
                     client.close()
-    return _summary(result, time.monotonic() - start)
+    from beam_dsl.tools.report import trained_models
+
+    summary = _summary(result, time.monotonic() - start)
+    summary.trains = trains
+    summary.trained = trained_models(compilation)
+    return summary

@@ -1,0 +1,15 @@
+"""Roman numerals: the local dependency of tests/superset/dependencies.yaml."""
+
+_DIGITS = (
+    (1000, "M"), (900, "CM"), (500, "D"), (400, "CD"), (100, "C"), (90, "XC"),
+    (50, "L"), (40, "XL"), (10, "X"), (9, "IX"), (5, "V"), (4, "IV"), (1, "I"),
+)
+
+
+def to_roman(number: int) -> str:
+    out = ""
+    for value, digits in _DIGITS:
+        while number >= value:
+            out += digits
+            number -= value
+    return out

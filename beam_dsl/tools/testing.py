@@ -221,8 +221,8 @@ def fix_tests(path: str, results: list[TestResult], variables: dict[str, Any]) -
     (the pipeline file, or the ``--test_suite`` file the tests came from)."""
     from apache_beam.yaml import yaml_utils
 
-    source = Source(path, read_text(path))
-    rendered, _ = render_jinja(source, variables)
+    source = _read(path)
+    rendered, _ = render_jinja(source, variables, os.path.dirname(path) or ".")
     if rendered != source.text:
         hint = "move the tests to a file of their own and pass it with --test_suite"
         raise DiagnosticError(

@@ -18,7 +18,7 @@ import re
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from beam_dsl.diagnostics import Diagnostic, DiagnosticError
 from beam_dsl.failures import run_failure
@@ -33,9 +33,25 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _variables(pairs: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
+def _add_variables(parser: argparse.ArgumentParser) -> None:
+    """The Jinja variables of a pipeline.yaml: ``--var NAME=VALUE`` (repeatable, strings) and
+    stock Beam YAML's ``--jinja_variables JSON`` (a mapping; nested values too)."""
+    parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                        help="a Jinja variable for pipeline.yaml (repeatable)")
+    parser.add_argument("--jinja_variables", default=None, metavar="JSON",
+                        help="Jinja variables as a JSON mapping, as stock Beam YAML takes them")
+
+
+def _variables(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.jinja_variables is not None:
+        try:
+            out = json.loads(args.jinja_variables)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"--jinja_variables is not JSON: {e}") from None
+        if not isinstance(out, dict):
+            raise argparse.ArgumentTypeError("--jinja_variables takes a JSON mapping")
+    for pair in args.var:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise argparse.ArgumentTypeError(f"--var takes NAME=VALUE, not '{pair}'")
@@ -62,7 +78,7 @@ def _report(diagnostics: list[Diagnostic], fmt: str, out: TextIO) -> None:
 def cmd_lint(args: argparse.Namespace, out: TextIO) -> int:
     from beam_dsl.dsl.compiler import check_spec_files, compile_pipeline
 
-    variables = _variables(args.var)
+    variables = _variables(args)
     diagnostics: list[Diagnostic] = []
     covered: set[str] = set()  # specs a pipeline listed: checked there, with its columns
     for path in (p for p in args.files if not p.endswith(".bdsl")):
@@ -91,7 +107,7 @@ def _pipeline_file(args: argparse.Namespace) -> str:
 def cmd_compile(args: argparse.Namespace, out: TextIO) -> int:
     from beam_dsl.dsl.compiler import compile_pipeline
 
-    compilation = compile_pipeline(_pipeline_file(args), _variables(args.var), check_data=False)
+    compilation = compile_pipeline(_pipeline_file(args), _variables(args), check_data=False)
     if not compilation.ok:
         _report(compilation.diagnostics, args.format, sys.stderr)
         return EXIT_DIAGNOSTICS
@@ -115,7 +131,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         summary = run_pipeline(
             pipeline,
             runner=args.runner,
-            variables=_variables(args.var),
+            variables=_variables(args),
             beam_args=args.beam_args,
             dask_address=args.dask_address,
             progress=None if args.quiet else sys.stderr,
@@ -132,7 +148,7 @@ def _cmd_test(args: argparse.Namespace, out: TextIO) -> int:
     with run_logging(args.verbose):
         from beam_dsl.tools import testing
 
-        variables = _variables(args.var)
+        variables = _variables(args)
         results = testing.run_tests(args.pipeline, variables, args.test_suite, args.beam_args)
         testing.render(results, out)
         if args.fix_tests:
@@ -179,7 +195,7 @@ def _cmd_fmt(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_graph(args: argparse.Namespace, out: TextIO) -> int:
     from beam_dsl.tools.graph import RENDERERS, build
 
-    text = RENDERERS[args.format](build(args.pipeline, _variables(args.var)))
+    text = RENDERERS[args.format](build(args.pipeline, _variables(args)))
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)
@@ -222,7 +238,7 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     from beam_dsl.dsl.compiler import compile_pipeline
     from beam_dsl.tools.report import trained_models
 
-    compilation = compile_pipeline(args.pipeline, _variables(args.var))
+    compilation = compile_pipeline(args.pipeline, _variables(args))
     if not compilation.ok:
         raise DiagnosticError(compilation.diagnostics)
     _write_report(args.output, args.pipeline, trained_models(compilation), out)
@@ -272,7 +288,7 @@ def _add_tool_commands(sub) -> None:
         epilog="Any other --flag is passed to Beam as a pipeline option.",
     )
     test.add_argument("pipeline")
-    test.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    _add_variables(test)
     test.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log lines")
     _test_arguments(test)
     test.set_defaults(func=_cmd_test)
@@ -287,7 +303,7 @@ def _add_tool_commands(sub) -> None:
     graph.add_argument("pipeline")
     graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
     graph.add_argument("-o", "--output", help="output file (default: standard output)")
-    graph.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    _add_variables(graph)
     graph.set_defaults(func=_cmd_graph)
 
     init = sub.add_parser("init", help="start a project: a spec, a pipeline, sample data")
@@ -305,7 +321,7 @@ def _add_tool_commands(sub) -> None:
     report = sub.add_parser("report", help="an HTML page of the per-key metrics TRAIN wrote")
     report.add_argument("pipeline")
     report.add_argument("-o", "--output", default="report.html", help="default: report.html")
-    report.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    _add_variables(report)
     report.set_defaults(func=_cmd_report)
 
 
@@ -323,13 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     lint = sub.add_parser("lint", help="check .bdsl specs and pipeline.yaml files")
     lint.add_argument("files", nargs="+", help=".bdsl specs (checked together) or pipeline.yaml")
     lint.add_argument("--format", choices=("text", "json"), default="text")
-    lint.add_argument(
-        "--var",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a Jinja variable for pipeline.yaml (repeatable)",
-    )
+    _add_variables(lint)
     lint.set_defaults(func=cmd_lint)
 
     comp = sub.add_parser("compile", help="write plain Beam YAML for a pipeline.yaml")
@@ -338,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument(
         "--format", choices=("text", "json"), default="text", help="format of diagnostics"
     )
-    comp.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    _add_variables(comp)
     comp.set_defaults(func=cmd_compile)
 
     run = sub.add_parser(
@@ -357,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Dask scheduler address for DaskRunner (default: a local cluster)",
     )
-    run.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    _add_variables(run)
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     run.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log lines")
     run.add_argument("--test", "--tests", action="store_true", help="run the tests: (as test)")

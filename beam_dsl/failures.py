@@ -20,10 +20,8 @@ from beam_dsl.diagnostics import Diagnostic, DiagnosticError, Span
 
 E_RUN = "E460"
 
-_OWN_CODE = tuple(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), part) + os.sep
-    for part in ("transforms", "dsl", "ir")
-)
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_OWN_CODE = tuple(_PACKAGE + part + os.sep for part in ("transforms", "dsl", "ir", "tools"))
 # Beam names the transform a failure happened in: `[while running 'name/...']` when a
 # DoFn failed, `at "name" at line 12` when building the pipeline failed.
 _LABEL = re.compile(r"\[while running '([^'/]+)|at \"([^\"]+)\"")
@@ -39,10 +37,14 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def raised_by_beam_dsl(exc: BaseException) -> bool:
-    """Whether the first failure of ``exc``'s chain came out of beam_dsl's own code."""
+    """Whether the first failure of ``exc``'s chain came out of beam_dsl's own code: raised
+    in beam_dsl, or by a library beam_dsl's transforms or compiler called (the CLI and the
+    runner only call Beam on the user's pipeline)."""
     root = _chain(exc)[-1]
-    frames = traceback.extract_tb(root.__traceback__)
-    return any(os.path.abspath(f.filename).startswith(_OWN_CODE) for f in frames)
+    files = [os.path.abspath(f.filename) for f in traceback.extract_tb(root.__traceback__)]
+    return bool(files) and (
+        files[-1].startswith(_PACKAGE) or any(f.startswith(_OWN_CODE) for f in files)
+    )
 
 
 def run_failure(exc: BaseException, pipeline: str) -> DiagnosticError | None:

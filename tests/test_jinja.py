@@ -189,3 +189,20 @@ def test_ordinary_templates_still_work(tmp_path, capsys):
     assert code == 0, output
     paths = [t["config"]["path"] for t in yaml.safe_load(output)["pipeline"]["transforms"][2:]]
     assert paths == ["out/a", "out/b"]
+
+
+def test_jinja_variables_take_nested_json_as_stock_does(tmp_path, capsys):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(
+        "pipeline:\n  type: composite\n  transforms:\n"
+        "    - type: Create\n"
+        "      config: {elements: [{n: '{{ cfg.n }}', who: '{{ cfg.who.name }}'}]}\n"
+        "    - {type: LogForTesting, input: Create}\n"
+    )
+    out = io.StringIO()
+    variables = '{"cfg": {"n": 3, "who": {"name": "ada"}}}'
+    assert main(["compile", str(path), "--jinja_variables", variables], out=out) == 0
+    elements = yaml.safe_load(out.getvalue())["pipeline"]["transforms"][0]["config"]["elements"]
+    assert elements == [{"n": "3", "who": "ada"}]
+    assert main(["compile", str(path), "--jinja_variables", "[1]"], out=io.StringIO()) == 2
+    assert "JSON mapping" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from beam_dsl.dsl.compiler import Compilation
-from beam_dsl.transforms.training.modelstore import read_manifest
+from beam_dsl.transforms.training.modelstore import ModelStore
 
 
 @dataclass
@@ -44,7 +44,7 @@ def trained_models(compilation: Compilation) -> list[TrainedModels]:
             continue
         config = definition.config
         template = os.path.join(compilation.pipeline_dir, config.save_to)
-        manifest = read_manifest(template)
+        manifest = ModelStore(template).manifest()
         trained = TrainedModels(name, config.save_to, list(config.per))
         if manifest is not None:
             models = manifest.get("models", [])

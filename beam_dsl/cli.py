@@ -238,7 +238,7 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     from beam_dsl.dsl.compiler import compile_pipeline
     from beam_dsl.tools.report import trained_models
 
-    compilation = compile_pipeline(args.pipeline, _variables(args))
+    compilation = compile_pipeline(args.pipeline, _variables(args), check_data=False)
     if not compilation.ok:
         raise DiagnosticError(compilation.diagnostics)
     _write_report(args.output, args.pipeline, trained_models(compilation), out)

@@ -15,6 +15,7 @@ import pytest
 from conftest import REPO
 
 from beam_dsl.cli import main
+from beam_dsl.transforms.training.modelstore import key_name
 
 TEMPLATE = os.path.join(REPO, "beam_dsl", "tools", "templates", "init")
 
@@ -140,7 +141,7 @@ def test_load_model_with_the_trust_rules_of_model(trained, tmp_path):
     from beam_dsl.transforms.training.modelstore import ModelStoreError
 
     root, _, _ = trained
-    path = os.path.join(root, "models", "north.skops")
+    path = os.path.join(root, "models", key_name(["north"]) + ".skops")
     with pytest.raises(ModelStoreError, match="not trusted: sklearn.tree._tree.Tree"):
         beam_dsl.load_model(path)
     model = beam_dsl.load_model(path, trust=["sklearn.tree._tree.Tree"])

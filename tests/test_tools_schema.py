@@ -39,7 +39,7 @@ def schema() -> dict:
 
 def test_schema_is_a_valid_json_schema(schema):
     jsonschema.Draft202012Validator.check_schema(schema)
-    assert schema["properties"]["specs"]["items"]["pattern"] == "\\.bdsl$"
+    assert schema["properties"]["specs"]["oneOf"][1]["items"]["pattern"] == "\\.bdsl$"
 
 
 @pytest.mark.parametrize("path", PIPELINES, ids=lambda p: os.path.relpath(p, REPO))

@@ -294,7 +294,7 @@ def _refs(refs: Any) -> list[tuple[str, str]]:
 
 def build(path: str, variables: dict[str, Any] | None = None) -> Graph:
     """The graph of a pipeline.yaml; raises DiagnosticError where it does not compile."""
-    compilation = compile_pipeline(path, variables)
+    compilation = compile_pipeline(path, variables, check_data=False)
     if not compilation.ok:
         raise DiagnosticError(compilation.diagnostics)
     pipeline = yaml.safe_load(compilation.yaml_text)["pipeline"]

@@ -180,6 +180,12 @@ class ModelStore:
             if entry.get("promoted")
         }
 
+    def published_path(self, file: str) -> str:
+        """The stable path of a published ``file``: through the pointer, so it names the
+        current set's model (``models/income/bachelors-<hash>.skops``, or the SAVE TO path
+        itself without PER); the same for every run, as tests and reports want it."""
+        return os.path.join(self.pointer, file) if self.per else self.pointer
+
     def versions(self) -> list[str]:
         """Every published version folder, oldest first."""
         try:

@@ -366,14 +366,14 @@ class _WriteManifest(beam.DoFn):
         trained = [r for r in results if "skipped" not in r]
         skipped = [r for r in results if "skipped" in r]
         store = modelstore.ModelStore(plan.config.save_to)
-        version = store.publish(plan.run, _manifest(plan, trained, skipped, _union(classes)))
+        store.publish(plan.run, _manifest(plan, trained, skipped, _union(classes)))
         per = plan.config.per
         for r in trained:
             yield _tagged("main", beam.Row(
                 **dict(zip(per, r["key"], strict=True)),
                 **{n: r[n] for n in ROW_COUNTS},
                 **{k: _finite(v) for k, v in r["metrics"].items()},
-                model_uri=os.path.join(version, r["file"]) if r["file"] else None,
+                model_uri=store.published_path(r["file"]) if r["file"] else None,
                 promoted=r["promoted"],
             ))
         for r in skipped:

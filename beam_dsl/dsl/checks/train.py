@@ -7,9 +7,11 @@ applies again to a config built from Python (E433).
 
 from __future__ import annotations
 
+import os
+
 from beam_dsl import vocabulary
 from beam_dsl.diagnostics import did_you_mean
-from beam_dsl.dsl import ast
+from beam_dsl.dsl import ast, pyref
 from beam_dsl.dsl.checks.base import BaseChecks
 from beam_dsl.ir.train import gate_names, mixed_metrics, per_clashes, save_path_problem
 
@@ -36,6 +38,7 @@ class TrainChecks(BaseChecks):
                     "for example sklearn.tree.DecisionTreeClassifier",
                 )
             self._call_literals(using.call, "USING")
+            self._estimator(using, stmt.get(ast.MetricsClause))
         encode = stmt.get(ast.EncodeClause)
         if encode:
             self._encode(encode, feature_names)
@@ -108,6 +111,36 @@ class TrainChecks(BaseChecks):
                         did_you_mean(column.name, feature_names),
                     )
                 encoded.setdefault(column.name, name)
+
+    def _estimator(self, using: ast.UsingClause, metrics: ast.MetricsClause | None) -> None:
+        """USING names a class the installed source shows exists (E231), with keywords its
+        constructor takes (E232), of the task METRICS measure (E233). The source is read,
+        never imported (:mod:`beam_dsl.dsl.pyref`); what it cannot tell stays silent."""
+        call = using.call
+        folder = os.path.dirname(os.path.abspath(self.ctx.source.path))
+        found = pyref.resolve(call.func, (folder,))
+        span = call.func_span or using.span
+        if isinstance(found, pyref.Missing):
+            where = (f"'{found.where}' has no '{found.name}'" if found.where
+                     else f"no module named '{found.name}' is installed")
+            self.ctx.error("E231", f"USING {call.func}: {where}", span,
+                           did_you_mean(found.name, found.choices))
+            return
+        if found is None:
+            return
+        for kwarg in call.kwargs if found.params is not None else ():
+            if kwarg.name not in found.params:
+                self.ctx.error("E232", f"{call.func} takes no argument '{kwarg.name}'",
+                               kwarg.span, did_you_mean(kwarg.name, found.params))
+        family = vocabulary.family("metrics")
+        for metric in metrics.metrics if metrics and found.task else ():
+            entry = family.get(metric.name)
+            if entry is not None and entry.kind != found.task:
+                self.ctx.error(
+                    "E233", f"metric '{metric.name}' measures {entry.kind}; {call.func} is "
+                    f"a {'classifier' if found.task == 'classification' else 'regressor'}",
+                    metric.span, f"{found.task} metrics: {', '.join(family.names(found.task))}",
+                )
 
     def _metrics(self, clause: ast.MetricsClause) -> tuple[str, ...]:
         """Checks METRICS: known names, one task; returns the names."""

@@ -153,6 +153,7 @@ def test_lint_spec_and_pipeline_reports_each_problem_once(tmp_path, monkeypatch)
     assert found == [
         ("other.bdsl", 1, 36, "E206"),
         ("s.bdsl", 1, 26, "E201"),  # known only through the pipeline's CSV
+        ("s.bdsl", 1, 34, "E231"),  # USING x.Y: no module x
         ("s.bdsl", 1, 46, "E213"),
         ("s.bdsl", 1, 49, "E206"),
     ]

@@ -133,7 +133,9 @@ class TrainChecks(BaseChecks):
                 self.ctx.error("E232", f"{call.func} takes no argument '{kwarg.name}'",
                                kwarg.span, did_you_mean(kwarg.name, found.params))
         family = vocabulary.family("metrics")
-        for metric in metrics.metrics if metrics and found.task else ():
+        if not metrics or not found.task or mixed_metrics(tuple(m.name for m in metrics.metrics)):
+            return  # mixed METRICS are E208 already
+        for metric in metrics.metrics:
             entry = family.get(metric.name)
             if entry is not None and entry.kind != found.task:
                 self.ctx.error(

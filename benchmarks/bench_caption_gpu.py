@@ -15,10 +15,10 @@ Three ways over the same JPEG files, side by side in one process:
    KeyedModelHandler over PytorchModelHandlerTensor / KeyedTensor at
    ``max_batch_size=1`` (fp32, state-dict files), a CoGroupByKey joining
    images and BLIP captions, then the CLIP step and a ranking step.
-3. **PyTorch loop**: no Beam; file reads prefetched one batch ahead on a
-   thread, JPEG decode on the GPU (torchvision's batched nvJPEG; PIL on
-   threads without a GPU), resize and normalize on the GPU, bf16 models, swept
-   over batch sizes.
+3. **HF generate loop**: no Beam, BLIP's Hugging Face ``generate``; file
+   reads prefetched one batch ahead on a thread, JPEG decode on the GPU
+   (torchvision's batched nvJPEG; PIL on threads without a GPU), resize and
+   normalize on the GPU, bf16 models, swept over batch sizes.
 
 The models are full-size architectures with random weights (no hub needed):
 BlipForConditionalGeneration with blip-image-captioning-base shapes (ViT-B/16
@@ -33,7 +33,9 @@ quarter): the steady rate is the extra images over the extra seconds, so
 model loading (once per pipeline) cancels out; the end-to-end rate of the
 larger run is shown too. Row 1b runs (1) again as beam_dsl ran before
 beam_dsl/transforms/inference/image_inputs.py (float32 weights, images decoded and
-preprocessed by the host); ``--profile`` times beam_dsl's model calls. The
+preprocessed by the host); row 1c runs (1) with the runner processing
+``--thread-workers`` bundles at once on threads; ``--profile`` times beam_dsl's
+model calls. The
 table also gives peak
 GPU memory per variant and the fraction of the GPU's dense bf16 peak
 (an 8192^3 bf16 matmul, measured in the same run) that each rate achieves,

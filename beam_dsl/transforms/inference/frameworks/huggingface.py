@@ -2,7 +2,9 @@
 
 The model class its config names is loaded with ``AutoProcessor``, which does
 the pre- and post-processing. ``CALL generate(...)`` makes text (BLIP
-captions: a list of strings per row when ``num_return_sequences`` > 1); an
+captions: a list of strings per row when ``num_return_sequences`` > 1), through
+:mod:`..decoding`'s fast path for image encoder-decoders it knows and through
+``generate`` otherwise (a log line says which); an
 image with a list of texts (CLIP) scores each text (softmax over the row's
 texts); otherwise the model's logits are class scores, named by CLASSES or
 else by the model's ``id2label``. Images are decoded by
@@ -11,6 +13,8 @@ else by the model's ``id2label``. Images are decoded by
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +31,7 @@ from beam_dsl.transforms.inference.base import (
     resolve_device,
     resolve_path,
 )
+from beam_dsl.transforms.inference.decoding import fast_decoder
 from beam_dsl.transforms.inference.frameworks import REGISTRY
 from beam_dsl.transforms.inference.image_inputs import (
     decode_images,
@@ -34,6 +39,11 @@ from beam_dsl.transforms.inference.image_inputs import (
     is_image,
     load_kwargs,
 )
+
+_LOG = logging.getLogger(__name__)
+# from_pretrained is not thread-safe (it switches torch's default device while it
+# builds a model): runners that set up several DoFns at once on threads load one by one
+_LOADING = threading.Lock()
 
 
 def _column_kind(values: Sequence[Any]) -> str:
@@ -61,16 +71,18 @@ class HuggingFaceModel(SingleModel):
         self.call = config.call.callable if config.call else None
         self.call_kwargs = dict(config.call.kwargs) if config.call else {}
         try:
-            auto = transformers.AutoConfig.from_pretrained(path)
-            named = (auto.architectures or [None])[0]
-            model_class = getattr(transformers, named) if named else transformers.AutoModel
-            self.model = model_class.from_pretrained(path, **load_kwargs(config.dtype,
-                                                                         self.device))
-            self.model.to(self.device).eval()
-            self.processor = transformers.AutoProcessor.from_pretrained(path)
-            # JPEGs decoded and preprocessed on the GPU where the processor can (image_inputs.py)
-            self.image_device = self.device if decodes_on_device(self.processor, self.device) \
-                else None
+            with _LOADING:
+                auto = transformers.AutoConfig.from_pretrained(path)
+                named = (auto.architectures or [None])[0]
+                model_class = getattr(transformers, named) if named else transformers.AutoModel
+                self.model = model_class.from_pretrained(path, **load_kwargs(config.dtype,
+                                                                             self.device))
+                self.model.to(self.device).eval()
+                self.processor = transformers.AutoProcessor.from_pretrained(path)
+                # JPEGs decoded and preprocessed on the GPU where the processor can
+                # (image_inputs.py)
+                self.image_device = self.device if decodes_on_device(self.processor, self.device) \
+                    else None
         except Exception as exc:
             raise config.error(
                 E_MODEL_MISSING, f"cannot load '{path}' with transformers: {reason(exc)}"
@@ -79,6 +91,14 @@ class HuggingFaceModel(SingleModel):
             raise config.error(
                 E_MODEL_SETUP, f"{type(self.model).__name__} has no method '{self.call}'"
             )
+        self.decoder, self.decoding = None, None  # CALL generate's path (decoding.py)
+        if self.call == "generate":
+            fast = fast_decoder(self.model, self.call_kwargs)
+            if isinstance(fast, str):
+                self.decoding = f"Hugging Face generate ({fast})"
+            else:
+                self.decoder, self.decoding = fast, fast.describe()
+            _LOG.info("MODEL %s: CALL generate runs through the %s", config.name, self.decoding)
 
     def answer(self, frame: Any, scores: bool) -> Answer:
         features = self.features(frame)
@@ -114,6 +134,8 @@ class HuggingFaceModel(SingleModel):
         inputs = self.processor(**kwargs).to(self.device)
         with torch.no_grad():
             if self.call == "generate":
+                if self.decoder is not None and set(inputs) == {"pixel_values"}:
+                    return self._generated(self.decoder.generate(inputs["pixel_values"]))
                 return self._generated(self.model.generate(**inputs, **self.call_kwargs))
             out = getattr(self.model, self.call or "__call__")(**inputs, **self.call_kwargs)
         if lists is not None:

@@ -1,0 +1,286 @@
+"""The fast decoding path of CALL generate (beam_dsl/transforms/inference/decoding.py).
+
+Tiny models built here from configs with random weights (no downloads): BLIP
+(the caption_ranking example's), a VisionEncoderDecoder of a ViT encoder and a
+BERT decoder with cross-attention, and one with a GPT-2 decoder (which the fast
+path leaves to Hugging Face generate). In float32 the fast path's greedy tokens
+must equal generate's; its sampling must honour generate's token rules.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from beam_dsl.ir import Call  # noqa: E402
+from beam_dsl.ir.model import ModelConfig  # noqa: E402
+from beam_dsl.transforms.inference.base import gpu_visible  # noqa: E402
+from beam_dsl.transforms.inference.decoding import FastDecoder, fast_decoder  # noqa: E402
+from beam_dsl.transforms.inference.predictors import build_predictor  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+         "num_attention_heads": 2}
+VOCAB, START, END, PAD = 60, 58, 3, 0
+
+
+def _blip():
+    from transformers import BlipConfig, BlipForConditionalGeneration
+
+    text = {**SMALL, "vocab_size": VOCAB, "encoder_hidden_size": 32, "bos_token_id": START,
+            "sep_token_id": END, "pad_token_id": PAD}
+    config = BlipConfig(text_config=text,
+                        vision_config={**SMALL, "image_size": 32, "patch_size": 8})
+    torch.manual_seed(0)
+    return BlipForConditionalGeneration(config).eval()
+
+
+def _vision_encoder_decoder(decoder: str = "bert"):
+    """ViT (width 48) + a decoder of width 32 with cross-attention (so enc_to_dec_proj)."""
+    from transformers import (
+        BertConfig,
+        GPT2Config,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+    )
+
+    encoder = ViTConfig(**{**SMALL, "hidden_size": 48}, image_size=32, patch_size=8)
+    if decoder == "bert":
+        text = BertConfig(**SMALL, vocab_size=VOCAB, is_decoder=True, add_cross_attention=True)
+    else:
+        text = GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=VOCAB,
+                          add_cross_attention=True)
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, text)
+    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = START, PAD, END
+    torch.manual_seed(0)
+    model = VisionEncoderDecoderModel(config=config).eval()
+    model.generation_config.decoder_start_token_id = START
+    model.generation_config.pad_token_id, model.generation_config.eos_token_id = PAD, END
+    return model
+
+
+def _head_bias(model):
+    decoder = model.text_decoder if hasattr(model, "text_decoder") else model.decoder
+    return decoder.cls.predictions.decoder.bias
+
+
+def _ends_sometimes(model, boost: float = 2.5):
+    """Raise the end token's logit so that sequences end, at different lengths."""
+    with torch.no_grad():
+        _head_bias(model)[END] += boost
+    return model
+
+
+def _pixels(images: int = 4, seed: int = 1):
+    torch.manual_seed(seed)
+    return torch.randn(images, 3, 32, 32)
+
+
+def _both(model, pixels, **kwargs):
+    """(generate's tokens, the fast path's tokens) for the same call."""
+    fast = fast_decoder(model, kwargs)
+    assert isinstance(fast, FastDecoder), fast
+    with torch.no_grad():
+        return model.generate(pixel_values=pixels, **kwargs), fast.generate(pixels)
+
+
+# ---------------------------------------------------------------- same answers as generate
+
+
+@pytest.mark.parametrize("build", [_blip, _vision_encoder_decoder], ids=["blip", "vit-bert"])
+def test_greedy_tokens_equal_generates_in_float32(build):
+    model = _ends_sometimes(build())
+    expected, tokens = _both(model, _pixels(), max_length=15, min_length=4)
+    assert torch.equal(tokens, expected)
+    ends = (expected == END).any(1)
+    assert ends.any() and not ends.all() or expected.shape[1] < 15  # some end, some run on
+
+
+@pytest.mark.parametrize("build", [_blip, _vision_encoder_decoder], ids=["blip", "vit-bert"])
+def test_top_k_1_sampling_of_several_captions_equals_generates(build):
+    model = _ends_sometimes(build(), 1.5)
+    call = {"max_length": 12, "min_length": 3, "num_return_sequences": 5, "do_sample": True,
+            "top_k": 1}
+    expected, tokens = _both(model, _pixels(3), **call)
+    assert tokens.shape[0] == 15 and torch.equal(tokens, expected)
+
+
+def test_generate_stops_where_every_sequence_has_ended():
+    model = _ends_sometimes(_blip(), 50.0)  # the end token wins as soon as it is allowed
+    expected, tokens = _both(model, _pixels(), max_length=20, min_length=6)
+    assert torch.equal(tokens, expected)
+    assert tokens.shape[1] == 7 and (tokens[:, 6] == END).all()
+
+
+# ---------------------------------------------------------------- sampling rules
+
+
+def _first_steps(model, pixels, per_input: int, **kwargs):
+    """Tokens of one sampled step for ``per_input`` sequences of one image."""
+    fast = fast_decoder(model, {"max_length": 2, "do_sample": True,
+                                "num_return_sequences": per_input, **kwargs})
+    return fast.generate(pixels[:1])[:, 1]
+
+
+def _step_logits(model, pixels):
+    with torch.no_grad():
+        memory = model.vision_model(pixel_values=pixels[:1])[0]
+        start = torch.tensor([[START]])
+        return model.text_decoder(input_ids=start, encoder_hidden_states=memory).logits[0, -1]
+
+
+def test_sampling_draws_from_softmax_of_the_top_k():
+    model, pixels = _blip(), _pixels()
+    logits = _step_logits(model, pixels)
+    top = logits.topk(4)
+    torch.manual_seed(5)
+    drawn = _first_steps(model, pixels, 8000, top_k=4)
+    assert set(drawn.tolist()) <= set(top.indices.tolist())
+    frequency = torch.stack([(drawn == i).float().mean() for i in top.indices])
+    assert torch.allclose(frequency, top.values.softmax(-1), atol=0.03)
+
+
+def test_top_p_keeps_generates_nucleus_and_temperature_sharpens():
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    model, pixels = _blip(), _pixels()
+    logits = _step_logits(model, pixels).unsqueeze(0)
+    scaled = TemperatureLogitsWarper(0.5)(None, logits.clone())
+    nucleus = TopPLogitsWarper(0.6)(None, scaled)[0]
+    allowed = set(torch.nonzero(nucleus > float("-inf"))[:, 0].tolist())
+    assert 1 < len(allowed) < VOCAB
+    torch.manual_seed(6)
+    drawn = _first_steps(model, pixels, 6000, top_k=0, top_p=0.6, temperature=0.5)
+    assert set(drawn.tolist()) == allowed  # every kept token, and only those, is drawn
+    probabilities = nucleus.softmax(-1)
+    for token in allowed:
+        assert float((drawn == token).float().mean()) == pytest.approx(
+            float(probabilities[token]), abs=0.03)
+
+
+def test_temperature_towards_zero_samples_the_greedy_tokens():
+    model = _ends_sometimes(_blip(), 1.5)
+    pixels = _pixels(3)
+    greedy = fast_decoder(model, {"max_length": 12}).generate(pixels)
+    cold = fast_decoder(model, {"max_length": 12, "do_sample": True, "temperature": 1e-4,
+                                "top_k": 0}).generate(pixels)
+    assert torch.equal(cold, greedy)
+
+
+def test_min_length_forbids_the_end_and_max_length_bounds_the_length():
+    model = _ends_sometimes(_blip(), 4.0)
+    pixels = _pixels(6)
+    torch.manual_seed(7)
+    sampled = fast_decoder(model, {"max_length": 14, "min_length": 5, "do_sample": True,
+                                   "num_return_sequences": 4}).generate(pixels)
+    assert sampled.shape[1] <= 14 and not (sampled[:, :5] == END).any()
+    assert (sampled[:, 5:] == END).any()  # the end token does come, once allowed
+    # after its end token a sequence holds only padding
+    for row in sampled.tolist():
+        if END in row:
+            assert set(row[row.index(END) + 1:]) <= {PAD}
+    never = _blip()
+    with torch.no_grad():
+        _head_bias(never)[END] = -1e9
+    assert fast_decoder(never, {"max_new_tokens": 6}).generate(pixels).shape == (6, 7)
+    assert fast_decoder(never, {"max_length": 9, "do_sample": True}).generate(pixels).shape \
+        == (6, 9)
+
+
+# ---------------------------------------------------------------- which path
+
+
+@pytest.mark.parametrize(("build", "call", "why"), [
+    (_blip, {"num_beams": 2}, "generate option num_beams=2"),
+    (_blip, {"repetition_penalty": 1.2}, "generate option repetition_penalty=1.2"),
+    (_blip, {"num_return_sequences": 2}, "without do_sample"),
+    (lambda: _vision_encoder_decoder("gpt2"), {}, "GPT2LMHeadModel is not BERT-shaped"),
+])
+def test_what_the_fast_path_lacks_is_left_to_generate(build, call, why):
+    reason = fast_decoder(build(), call)
+    assert isinstance(reason, str) and why in reason
+
+
+def test_a_text_model_is_left_to_generate():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=VOCAB))
+    assert "not an image encoder-decoder" in fast_decoder(model, {})
+
+
+def _blip_model(tiny_models, **call):
+    config = ModelConfig("blip", "huggingface", path=tiny_models["blip"],
+                         call=Call("generate", kwargs=call), input=("image",),
+                         output=("captions",), device="cpu")
+    return build_predictor(config)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    folder = os.path.join(REPO, "pipelines", "caption_ranking")
+    sys.path.insert(0, folder)
+    try:
+        build = __import__("build_tiny_models").build
+    finally:
+        sys.path.remove(folder)
+    return build(str(tmp_path_factory.mktemp("tiny_models")))
+
+
+def test_a_model_says_which_path_and_captions_as_generate_would(tiny_models, caplog):
+    from PIL import Image
+
+    call = {"max_length": 10, "num_return_sequences": 2, "do_sample": True, "top_k": 1}
+    with caplog.at_level("INFO"):
+        model = _blip_model(tiny_models, **call)
+    assert model.decoding.startswith("fast decoding path (BlipTextLMHeadModel")
+    assert "MODEL blip: CALL generate runs through the fast decoding path" in caplog.text
+    image = Image.new("RGB", (40, 30), (200, 30, 90))
+    captions = model.predict(pd.DataFrame({"image": [image]}))["captions"].iloc[0]
+    with torch.no_grad():
+        inputs = model.processor(images=[image], return_tensors="pt")
+        tokens = model.model.generate(**inputs, **call)
+    assert captions == [t.strip() for t in model.processor.batch_decode(
+        tokens, skip_special_tokens=True)]
+    beams = _blip_model(tiny_models, max_length=10, num_beams=2)
+    assert beams.decoder is None
+    assert beams.decoding == "Hugging Face generate (generate option num_beams=2)"
+    assert len(beams.predict(pd.DataFrame({"image": [image]}))["captions"].iloc[0]) > 0
+
+
+@pytest.mark.skipif(not gpu_visible(), reason="no GPU visible")
+def test_cuda_graphs_decode_as_the_eager_steps():
+    model = _ends_sometimes(_blip()).cuda()
+    pixels = _pixels(5).cuda()
+    call = {"max_length": 21, "min_length": 4}
+    expected = model.generate(pixel_values=pixels, **call)
+    fast = fast_decoder(model, call)
+    assert fast.graphs
+    for _ in range(2):  # the second call replays the captured graphs
+        assert torch.equal(fast.generate(pixels), expected)
+
+
+def test_an_ensembles_next_model_reuses_the_images_decoded_for_the_last(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from beam_dsl.transforms.inference.image_inputs import decode_images
+
+    pytest.importorskip("torchvision")  # decoding on a device is torchvision's nvJPEG
+
+    paths = [str(tmp_path / f"{i}.jpg") for i in range(2)]
+    for i, path in enumerate(paths):
+        Image.fromarray(np.full((8, 8, 3), 60 * i, dtype=np.uint8)).save(path)
+    first, _ = decode_images(paths, "cpu")
+    again, _ = decode_images(paths, "cpu")
+    assert all(a is b for a, b in zip(first, again, strict=True))  # not decoded twice
+    Image.fromarray(np.full((8, 8, 3), 250, dtype=np.uint8)).save(paths[1])
+    os.utime(paths[1], ns=(1, 1))  # a changed file is decoded anew
+    changed, _ = decode_images(paths, "cpu")
+    assert changed[0] is not first[0] and int(changed[1].float().mean()) > 200

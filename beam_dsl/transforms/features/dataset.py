@@ -182,7 +182,7 @@ def add_online(frame: pd.DataFrame, plan: DatasetPlan, stores: Mapping[str, Any]
                ) -> tuple[pd.DataFrame, list]:
     """Prepared rows with each online set's features read from its store as of each row's
     time; rows an online store cannot answer go to ``errors``."""
-    reasons = pd.Series(None, index=range(len(frame)), dtype=object)
+    reasons = pd.Series([None] * len(frame), dtype=object)
     t_ms = frame[_T].to_numpy(np.int64)
     codes, texts = pd.factorize(frame[_KEY])
     firsts = pd.Series(np.arange(len(frame))).groupby(codes).first().to_numpy()
@@ -195,7 +195,7 @@ def add_online(frame: pd.DataFrame, plan: DatasetPlan, stores: Mapping[str, Any]
         answers = rule.from_stored(stores[rule.name].read(unique), keys, t_ms)
         frame = frame.assign(**answers.columns)
         for i in np.flatnonzero(~answers.answerable):
-            if reasons[i] is None:
+            if reasons[i] is None:  # the first set that cannot answer says why
                 reasons[i] = (f"{rule.name}: the online store keeps this entity's rows from "
                               f"{_iso(answers.kept_from_ms[i])} on, not enough to answer as of "
                               f"{_iso(t_ms[i])}")
@@ -438,7 +438,7 @@ def _portable(pcolls: Mapping[str, beam.PCollection], plan: DatasetPlan,
         streams.append(pcolls[name] | f"Key {name}" >> beam.Map(
             _shard_row, joined.rule.entity, plan.shards, name))
     staged = _joined(streams, plan, columns)
-    return select(staged, "frames", "Frames"), [select(staged, "errors", "Errors")]
+    return select(staged, "frames", "Frames"), [select(staged, "errors", "JoinErrors")]
 
 
 def _shard_row(row: Any, entity: Sequence[str], shards: int, name: str) -> tuple[int, Any]:

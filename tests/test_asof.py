@@ -180,10 +180,11 @@ def cases(draw):
 def _dataset_answers(config, rows: pd.DataFrame, queries) -> pd.DataFrame:
     """DATASET's join over FEATURES rows, without a pipeline."""
     joined = JoinedSet(AsOf.of(config), (), None)
-    plan = DatasetPlan("d", ("user_id",), "label_time", dict(LABEL_TYPE._fields), (joined,), 1)
+    plan = DatasetPlan("d", ("user_id",), "label_time", dict(LABEL_TYPE._fields), (joined,), 1,
+                       int_keys=True)
     prepared, errors = prepare_rows(labels(queries), plan)
     assert not errors
-    return join(prepared, {config.name: prepare_features(rows, joined)}, plan)
+    return join(prepared, {config.name: prepare_features(rows, joined, True)}, plan)
 
 
 def _plain(values: dict) -> dict:

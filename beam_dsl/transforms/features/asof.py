@@ -51,13 +51,13 @@ def latest_at_or_before(row_codes: np.ndarray, row_ms: np.ndarray, codes: np.nda
                         t_ms: np.ndarray) -> np.ndarray:
     """For each query ``(codes[i], t_ms[i])``, the index of the row of the same code with the
     latest ``row_ms`` at or before ``t_ms[i]``; -1 where there is none. One sort of rows and
-    queries together (rows first at equal times), then a running maximum."""
+    queries together by (code, time, rows first), then a running maximum."""
     n = len(row_codes)
     all_codes = np.concatenate([row_codes, codes]).astype(np.int64, copy=False)
     all_ms = np.concatenate([row_ms, t_ms]).astype(np.int64, copy=False)
-    is_query = np.concatenate([np.zeros(n, dtype=bool), np.ones(len(codes), dtype=bool)])
-    order = np.lexsort((is_query, all_ms, all_codes))
-    query = is_query[order]
+    is_query = np.concatenate([np.zeros(n, dtype=np.int64), np.ones(len(codes), dtype=np.int64)])
+    order = _order(all_codes, all_ms, is_query)
+    query = is_query[order].astype(bool)
     latest = np.maximum.accumulate(np.where(query, -1, np.arange(len(order))))
     at = np.maximum(latest, 0)
     sorted_codes = all_codes[order]
@@ -65,6 +65,18 @@ def latest_at_or_before(row_codes: np.ndarray, row_ms: np.ndarray, codes: np.nda
     out = np.empty(len(codes), dtype=np.int64)
     out[order[query] - n] = found[query]
     return out
+
+
+def _order(codes: np.ndarray, ms: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """The order of (code, time, last) triples: one sort of a packed int64 key where the
+    values fit (codes are small, times span less than 2**61 / codes), else a lexsort."""
+    if not len(codes):
+        return np.zeros(0, dtype=np.int64)
+    low = int(ms.min())
+    span = int(ms.max()) - low + 1
+    if int(codes.min()) >= 0 and (int(codes.max()) + 1) * span < 2**61:
+        return np.argsort((codes * span + (ms - low)) * 2 + last)
+    return np.lexsort((last, ms, codes))
 
 
 def per_code(codes: np.ndarray, values: np.ndarray, how: str, size: int) -> np.ndarray:

@@ -44,6 +44,7 @@ from beam_dsl.ir.features import EXPIRES_COLUMN
 from beam_dsl.transforms.common.rows import (
     ERROR_ROW_TYPE,
     FrameDoFn,
+    base_type,
     conform_to_schema,
     error_rows,
     optional,
@@ -88,6 +89,7 @@ class DatasetPlan:
     row_fields: dict[str, Any]
     joined: tuple[JoinedSet, ...]
     shards: int
+    int_keys: bool  # every input's ENTITY is one integer column: the integers are the keys
 
     def output_fields(self) -> list[tuple[str, Any]]:
         return [*self.row_fields.items(), *(f for j in self.joined for f in j.fields)]
@@ -104,38 +106,48 @@ class DatasetPlan:
 # ---------------------------------------------------------------- frames
 
 
+def entity_keys(frame: pd.DataFrame, columns: Sequence[str], int_keys: bool) -> np.ndarray:
+    """Each row's entity as one join key: the integer itself where every input's ENTITY is
+    one integer column (:attr:`DatasetPlan.int_keys`), else :func:`entity_texts`."""
+    if int_keys:
+        return frame[columns[0]].to_numpy(np.int64)
+    return entity_texts(frame, columns).to_numpy(dtype=object)
+
+
 def prepare_rows(frame: pd.DataFrame, plan: DatasetPlan) -> tuple[pd.DataFrame, list]:
     """Labelled rows with their time (epoch ms) and entity text added, and ``errors`` rows
     for those whose time or entity cannot be read or whose values do not fit the schema."""
     frame = frame.reset_index(drop=True)
     typed, reasons = conform_to_schema(frame, plan.row_fields)
     ms, not_time = event_ms(typed[plan.as_of])
-    shown = frame[plan.as_of].map(repr)
-    reasons = reasons.mask(reasons.isna() & not_time, f"AS OF {plan.as_of}: " + shown +
-                           " is not an epoch time or ISO-8601 string")
+    for i in np.flatnonzero(not_time & reasons.isna().to_numpy()):
+        reasons.iloc[i] = (f"AS OF {plan.as_of}: {frame[plan.as_of].iloc[i]!r} is not an "
+                           "epoch time or ISO-8601 string")
     for column in plan.entity:
         reasons = reasons.mask(reasons.isna() & typed[column].isna(), f"ENTITY {column} is null")
     bad = reasons.notna().to_numpy()
     errors = error_rows(frame[bad], reasons[bad], plan.name) if bad.any() else []
     good = typed[~bad].reset_index(drop=True)
     good[_T] = ms[~bad]
-    good[_KEY] = entity_texts(good, plan.entity).to_numpy(dtype=object)
+    good[_KEY] = entity_keys(good, plan.entity, plan.int_keys)
     return good, errors
 
 
-def prepare_features(frame: pd.DataFrame, joined: JoinedSet) -> pd.DataFrame:
-    """A joined set's FEATURES rows reduced to what the join reads: entity text, window end,
+def prepare_features(frame: pd.DataFrame, joined: JoinedSet, int_keys: bool) -> pd.DataFrame:
+    """A joined set's FEATURES rows reduced to what the join reads: entity key, window end,
     expiry (ms) and the features; rows without an entity or window end cannot match."""
     rule = joined.rule
-    frame = frame.reset_index(drop=True)
     usable = frame[[*rule.entity, "window_end"]].notna().all(axis=1).to_numpy()
-    frame = frame[usable].reset_index(drop=True)
-    out = pd.DataFrame({
-        _KEY: entity_texts(frame, rule.entity).to_numpy(dtype=object),
+    if not usable.all():
+        frame = frame[usable]
+    columns = {
+        _KEY: entity_keys(frame, rule.entity, int_keys),
         _END: ms_of(frame["window_end"]),
-        _EXPIRES: ms_of(frame[EXPIRES_COLUMN]) if rule.ttl_ms is not None else 0,
-    })
-    return pd.concat([out, frame[list(rule.features)]], axis=1)
+        _EXPIRES: ms_of(frame[EXPIRES_COLUMN]) if rule.ttl_ms is not None else
+        np.zeros(len(frame), dtype=np.int64),
+    }
+    columns.update({c: frame[c].to_numpy() for c in rule.features})
+    return pd.DataFrame(columns)
 
 
 def shard_of(texts: pd.Series | np.ndarray, shards: int) -> np.ndarray:
@@ -143,19 +155,59 @@ def shard_of(texts: pd.Series | np.ndarray, shards: int) -> np.ndarray:
     return (hashes % np.uint64(shards)).astype(np.int64)
 
 
-def by_shard(frame: pd.DataFrame, shards: int) -> list[tuple[int, pd.DataFrame]]:
-    """A prepared frame split by the shard of its entity text."""
-    if not len(frame):
-        return []
-    shard = shard_of(frame[_KEY], shards)
-    return [(int(s), frame.take(rows).reset_index(drop=True))
-            for s, rows in pd.Series(shard).groupby(shard).indices.items()]
+@dataclass
+class Packed:
+    """A frame made small for the shuffle, losslessly: each column of numpy integers as its
+    offsets from its minimum in the narrowest unsigned type (entity ids, times in ms and
+    counts shrink to 1-4 bytes); other columns as they are. The shuffle's cost is its bytes."""
+
+    columns: list[tuple[str, str | None, int, Any]]  # name, integer dtype, minimum, values
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> Packed:
+        columns = []
+        for name in frame.columns:
+            values = frame[name]
+            array = values.to_numpy()
+            if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iu" and len(array):
+                low, high = int(array.min()), int(array.max())
+                if high - low < 2**62:
+                    narrow = np.min_scalar_type(high - low)
+                    columns.append((name, values.dtype.str, low, (array - low).astype(narrow)))
+                    continue
+            columns.append((name, None, 0, values.array))
+        return cls(columns)
+
+    @classmethod
+    def by_shard(cls, frame: pd.DataFrame, shards: int) -> list[tuple[int, Packed]]:
+        """A prepared frame split by the shard of its entity key: packed whole, then each
+        column sorted by shard (one sort) and sliced."""
+        if not len(frame):
+            return []
+        shard = shard_of(frame[_KEY], shards)
+        order = np.argsort(shard, kind="stable")
+        whole = [(name, dtype, low, values[order]) for name, dtype, low, values in
+                 cls.of(frame).columns]
+        ends = np.cumsum(np.bincount(shard, minlength=shards))
+        return [(s, cls([(name, dtype, low, values[end - count : end])
+                         for name, dtype, low, values in whole]))
+                for s, (count, end) in enumerate(zip(np.diff(ends, prepend=0), ends,
+                                                     strict=True)) if count]
+
+    def frame(self) -> pd.DataFrame:
+        columns = {}
+        for name, dtype, low, values in self.columns:
+            if dtype is not None:
+                values = values.astype(dtype)
+                values += np.array(low, dtype=dtype)
+            columns[name] = values
+        return pd.DataFrame(columns)
 
 
 def join(rows: pd.DataFrame, features: Mapping[str, pd.DataFrame], plan: DatasetPlan
          ) -> pd.DataFrame:
     """Prepared rows with the features of each offline joined set, as of each row's time."""
-    out = rows
+    added: dict[str, Any] = {}
     t_ms = rows[_T].to_numpy(np.int64)
     for joined in plan.offline:
         rule = joined.rule
@@ -167,8 +219,8 @@ def join(rows: pd.DataFrame, features: Mapping[str, pd.DataFrame], plan: Dataset
         ends = found_rows[_END].to_numpy(np.int64)
         found = latest_at_or_before(row_codes, ends, codes, t_ms)
         current, expired = rule.judge(ends, found_rows[_EXPIRES].to_numpy(np.int64), found, t_ms)
-        out = out.assign(**rule.answers(found_rows, found, current, expired))
-    return out
+        added.update(rule.answers(found_rows, found, current, expired))
+    return pd.concat([rows, pd.DataFrame(added)], axis=1)
 
 
 def finish(frame: pd.DataFrame, plan: DatasetPlan) -> pd.DataFrame:
@@ -205,6 +257,10 @@ def add_online(frame: pd.DataFrame, plan: DatasetPlan, stores: Mapping[str, Any]
     return frame[~bad].reset_index(drop=True), errors
 
 
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
 def _iso(ms: int) -> str:
     stamp = datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
     return stamp.isoformat().replace("+00:00", "Z")
@@ -217,41 +273,70 @@ def _tagged(tag: str, value: Any) -> tuple[str, Any]:
 # ---------------------------------------------------------------- DoFns
 
 
-class _KeyRows(FrameDoFn):
-    """Frames of labelled rows -> ``('rows', (shard, ('rows', prepared frame)))`` (or, with
-    no set to shuffle, ``('frames', (tag, prepared frame))``) and ``('errors', row)``."""
+class _Gathered(FrameDoFn):
+    """Prepares frames of an input, and at the end of each bundle splits what it gathered by
+    shard, each part :class:`Packed` for the shuffle: few large elements rather than one
+    per frame and shard."""
+
+    def __init__(self, columns: Sequence[str], plan: DatasetPlan, name: str):
+        super().__init__(columns)
+        self._plan, self._name = plan, name
+        self._gathered: dict[Any, list[pd.DataFrame]] = {}
+
+    def start_bundle(self) -> None:
+        super().start_bundle()
+        self._gathered = {}
+
+    def gather(self, frame: pd.DataFrame, window: Any) -> None:
+        if len(frame):
+            self._gathered.setdefault(window, []).append(frame)
+
+    def keyed(self, shard: int, packed: Packed) -> Any:
+        return shard, (self._name, packed)
+
+    def finish_frames(self):
+        for window, frames in self._gathered.items():
+            for shard, part in Packed.by_shard(_concat(frames), self._plan.shards):
+                yield self.keyed(shard, part), window
+        self._gathered = {}
+
+
+class _KeyRows(_Gathered):
+    """Frames of labelled rows -> ``('rows', (shard, ('rows', Packed)))`` (or, with no set to
+    shuffle, ``('frames', (tag, prepared frame))``) and ``('errors', row)``."""
 
     def __init__(self, plan: DatasetPlan):
-        super().__init__(list(plan.row_fields))
-        self._plan = plan
+        super().__init__(list(plan.row_fields), plan, ROWS_INPUT)
+
+    def keyed(self, shard, packed):
+        return _tagged("rows", super().keyed(shard, packed))
 
     def process_frame(self, frame, window):
         good, errors = prepare_rows(frame, self._plan)
         for row in errors:
             yield _tagged("errors", row)
-        for shard, part in by_shard(good, self._plan.shards):
-            if self._plan.offline:
-                yield _tagged("rows", (shard, (ROWS_INPUT, part)))
-            else:
-                yield _tagged("frames", (f"{shard:05d}", part))
+        if self._plan.offline:
+            self.gather(good, window)
+        elif len(good):  # no set to shuffle: straight to the online stores
+            yield _tagged("frames", ("rows", good))
 
 
-class _KeyFeatures(FrameDoFn):
-    """Frames of one joined set's FEATURES rows -> ``(shard, (set name, prepared frame))``."""
+class _KeyFeatures(_Gathered):
+    """Frames of one joined set's FEATURES rows -> ``(shard, (set name, Packed))``."""
 
-    def __init__(self, joined: JoinedSet, columns: Sequence[str], shards: int):
-        super().__init__(columns)
-        self._joined, self._shards = joined, shards
+    def __init__(self, joined: JoinedSet, columns: Sequence[str], plan: DatasetPlan):
+        super().__init__(columns, plan, joined.rule.name)
+        self._joined = joined
 
     def process_frame(self, frame, window):
-        for shard, part in by_shard(prepare_features(frame, self._joined), self._shards):
-            yield shard, (self._joined.rule.name, part)
+        self.gather(prepare_features(frame, self._joined, self._plan.int_keys), window)
+        return ()
 
 
 class _JoinShard(beam.DoFn):
-    """``(shard, [(input name, frame or row)])`` -> ``('frames', (tag, joined frame))`` and
-    ``('errors', row)``. Rows (not frames) are those of runners without batched DoFns: they
-    are made frames and prepared here."""
+    """``(shard, [(input name, Packed frame or row)])`` -> ``('frames', (tag, joined frame))``
+    and ``('errors', row)``. Rows (not frames) are those of runners without batched DoFns:
+    they are made frames and prepared here."""
 
     def __init__(self, plan: DatasetPlan, columns: Mapping[str, Sequence[str]]):
         self._plan, self._columns = plan, columns
@@ -264,17 +349,18 @@ class _JoinShard(beam.DoFn):
         rows = parts.pop(ROWS_INPUT, [])
         if not rows:
             return
-        if not isinstance(rows[0], pd.DataFrame):  # rows shuffled one by one
+        if not isinstance(rows[0], Packed):  # rows shuffled one by one
             prepared, errors = prepare_rows(rows_to_frame(rows, self._columns[ROWS_INPUT]),
                                             self._plan)
             for row in errors:
                 yield _tagged("errors", row)
             sets = {j.rule.name: j for j in self._plan.offline}
-            parts = {name: [prepare_features(rows_to_frame(r, self._columns[name]), sets[name])]
-                     for name, r in parts.items()}
+            parts = {name: [prepare_features(rows_to_frame(r, self._columns[name]), sets[name],
+                                             self._plan.int_keys)] for name, r in parts.items()}
         else:
-            prepared = pd.concat(rows, ignore_index=True)
-        features = {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
+            prepared = _concat([r.frame() for r in rows])
+            parts = {name: [p.frame() for p in packed] for name, packed in parts.items()}
+        features = {name: _concat(frames) for name, frames in parts.items()}
         joined = join(prepared, features, self._plan)
         if len(joined):
             yield _tagged("frames", (f"{shard:05d}",
@@ -351,6 +437,7 @@ class BuildDataset(SpecTransform):
         row_fields = self._fields(pcolls[ROWS_INPUT], ROWS_INPUT,
                                   [*config.entity, config.as_of])
         columns = {ROWS_INPUT: list(row_fields)}
+        fields_of: dict[str, dict[str, Any]] = {}
         joined = []
         for name, features in config.features.items():
             rule = AsOf.of(features)
@@ -360,6 +447,7 @@ class BuildDataset(SpecTransform):
                     needed.append(EXPIRES_COLUMN)
                 fields = self._fields(pcolls[name], name, needed)
                 columns[name] = list(fields)
+                fields_of[name] = fields
                 types = {c: fields[c] for c in rule.features}
                 online = None
             elif features.online:
@@ -380,8 +468,11 @@ class BuildDataset(SpecTransform):
                     raise config.error(E_DATASET, f"column '{column}' of {name} clashes with a "
                                        "column of the labelled rows", "rename it with AS")
             joined.append(JoinedSet(rule, tuple(out), online))
+        integer = [row_fields[config.entity[0]]] + [
+            fields_of[j.rule.name][j.rule.entity[0]] for j in joined if j.online is None]
+        int_keys = len(config.entity) == 1 and all(base_type(t) is int for t in integer)
         plan = DatasetPlan(config.name, tuple(config.entity), config.as_of, row_fields,
-                           tuple(joined), config.shards)
+                           tuple(joined), config.shards, int_keys)
         return plan, columns
 
     def _fields(self, pcoll: beam.PCollection, name: str, needed: Sequence[str]
@@ -423,7 +514,7 @@ def _batched(pcolls: Mapping[str, beam.PCollection], plan: DatasetPlan,
     for joined in plan.offline:
         name = joined.rule.name
         streams.append(pcolls[name] | f"Key {name}" >> beam.ParDo(
-            _KeyFeatures(joined, columns[name], plan.shards)))
+            _KeyFeatures(joined, columns[name], plan)))
     staged = _joined(streams, plan, columns)
     return select(staged, "frames", "Frames"), [*errors, select(staged, "errors", "JoinErrors")]
 

@@ -578,11 +578,11 @@ def typed_frame(frame: pd.DataFrame, fields: Sequence[tuple[str, Any]]) -> pd.Da
         if base is int or base is bool:
             dtype = ("Int64" if base is int else "boolean") if nullable else (
                 np.int64 if base is int else bool)
-            out[name] = column.astype(dtype)
+            out[name] = column.astype(dtype, copy=False)
         elif base is float:
             if column.dtype == object:
                 column = pd.to_numeric(column, errors="coerce")
-            out[name] = column.astype(np.float64)
+            out[name] = column.astype(np.float64, copy=False)
         else:  # text and lists stay Python objects, with None for null
             values = column.to_numpy(dtype=object)
             if base is str:

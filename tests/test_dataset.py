@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import importlib.util
 import json
+import os
+import shutil
 
 import apache_beam as beam
 import numpy as np
@@ -27,6 +30,7 @@ from beam_dsl.cli import main
 from beam_dsl.diagnostics import DiagnosticError
 from beam_dsl.dsl.lower import lower_spec
 from beam_dsl.dsl.parser import parse
+from beam_dsl.features_cli import get_features
 from beam_dsl.ir.dataset import DatasetConfig
 from beam_dsl.runner import run_pipeline
 from beam_dsl.transforms.common.rows import row_type
@@ -279,3 +283,62 @@ def test_lint_finds_clashing_columns_and_dataset_outputs(tmp_path, capsys):
         assert f"error[E227]: feature '{column}' of fails clashes with a column of the " \
             "labelled rows" in out
     assert "error[E110]" in out and "training.eror" in out
+
+
+# ---------------------------------------------------------------- the fraud example
+
+FRAUD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipelines",
+                     "fraud")
+FAILS_ITEMS = [("count", None, None, None, "fails_1h"),
+               ("sum", "amount", None, None, "failed_amount_1h")]
+
+
+@pytest.mark.slow
+def test_fraud_example_trains_on_point_in_time_rows_and_serves_from_the_store(tmp_path):
+    spec = importlib.util.spec_from_file_location("fraud_generate",
+                                                  os.path.join(FRAUD, "generate.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    payments_frame, labels, requests = module.generate(rows=4000, users=40, hours=24.0,
+                                                       labels=1000, seed=3)
+    data = tmp_path / "data" / "generated"
+    data.mkdir(parents=True)
+    for name, frame in (("payments", payments_frame), ("labels", labels),
+                        ("requests", requests)):
+        frame.to_csv(data / f"{name}.csv", index=False)
+    for name in ("fraud.bdsl", "train.yaml", "serve.yaml"):
+        shutil.copy(os.path.join(FRAUD, name), tmp_path)
+
+    trained = run_pipeline(str(tmp_path / "train.yaml"), progress=None)
+    assert trained.errors == 0
+    [metrics] = _json(f"{tmp_path}/out/metrics*")
+    assert metrics["promoted"] and metrics["rows"] == len(labels)
+    assert metrics["accuracy"] > (1 - labels["is_fraud"].mean())  # beats "never fraud"
+    training = _json(f"{tmp_path}/out/training*")
+    assert len(training) == len(labels)
+    queries = [(r["user_id"], pd.Timestamp(r["label_time"]).timestamp()) for r in training]
+    want = expected_as_of(payments_frame, "user_id", "event_time", FAILS_ITEMS, queries,
+                          windows=[(3600, 300, "")], ttl_s=86400.0,
+                          where=lambda f: f["status"] == "failed")
+    for row, answer in zip(training, want, strict=True):
+        check_answer({**row, "expired": row["user_payment_fails_expired"]}, answer,
+                     FAILS_ITEMS, f"training {row['user_id']} {row['label_time']}")
+
+    served = run_pipeline(str(tmp_path / "serve.yaml"), progress=None)
+    assert served.errors == 0
+    scores = sorted(_json(f"{tmp_path}/out/scores*"), key=lambda r: r["request_id"])
+    assert [r["request_id"] for r in scores] == requests["request_id"].tolist()
+    assert {r["predicted_fraud"] for r in scores} <= {0, 1}
+    store = f"sqlite:///{tmp_path}/out/features.db"
+    queries = [(r["user_id"], pd.Timestamp(r["request_time"]).timestamp()) for r in scores]
+    want = expected_as_of(payments_frame, "user_id", "event_time", FAILS_ITEMS, queries,
+                          windows=[(3600, 300, "")], ttl_s=86400.0,
+                          where=lambda f: f["status"] == "failed")
+    failing = set(payments_frame.loc[payments_frame["status"] == "failed", "user_id"])
+    for row, answer, (user, t) in zip(scores, want, queries, strict=True):
+        check_answer({**row, "expired": row["user_payment_fails_expired"]}, answer,
+                     FAILS_ITEMS, f"serving {user}")
+        if user in failing:  # the store knows users with a failed payment
+            got = get_features("user_payment_fails", store, {"user_id": user}, as_of=t)
+            assert got["fails_1h"] == row["fails_1h"]
+    assert any(r["fails_1h"] for r in scores)

@@ -363,3 +363,39 @@ def test_a_silent_redis_is_a_coded_error_after_the_timeout(monkeypatch):
             connection.close()
         listener.close()
 
+
+
+def test_a_stream_writes_the_store_a_batch_writes(tmp_path):
+    """Streaming firings merge into the store row by row; the answers from the latest events
+    on are the reference's, as after a batch run."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms.window import TimestampedValue
+
+    frame = payments(n=200, users=4, hours=3.0, seed=6)
+    times = frame["event_time"].map(seconds).to_numpy()
+    stream = TestStream()
+    for start in range(0, len(frame), 25):
+        chunk = list(range(start, min(start + 25, len(frame))))
+        stream = stream.advance_watermark_to(float(times[chunk[0]]))
+        stream = stream.add_elements([TimestampedValue(r, float(times[i])) for r, i in
+                                      zip(rows_of(frame.iloc[chunk]), chunk, strict=True)])
+    stream = stream.advance_watermark_to_infinity()
+    uri = f"sqlite:///{tmp_path}/stream.db"
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with beam.Pipeline(runner=BundleBasedDirectRunner(), options=options) as p:
+        out = p | stream.with_output_types(ROW_TYPE) | ComputeFeatures.from_config(
+            config_for(uri))
+        collect(out["online"], str(tmp_path), "online")
+    assert len(collected(str(tmp_path), "online")) > 4  # written firing by firing
+    failed = frame[FAILED(frame)]
+    latest = failed.assign(t=failed["event_time"].map(seconds)).groupby("user_id")["t"].max()
+    queries = [(user, t + offset) for user, t in latest.items()
+               for offset in (0.0, 0.5, 300.0, 3599.0, 3600.0, 86400.0)]
+    want = expected_as_of(frame, "user_id", "event_time", ITEMS, queries,
+                          windows=[(3600, 300, "")], ttl_s=86400.0, where=FAILED)
+    for (user, t), answer in zip(queries, want, strict=True):
+        got = get_features(NAME, uri, {"user_id": str(user)}, as_of=t)
+        check_answer(got, answer, ITEMS, f"user {user} at {t}")

@@ -211,6 +211,10 @@ def _tables(uri: str) -> set[str]:
 
 
 def test_reads_create_nothing_and_say_what_is_missing(filled, tmp_path):
+    files = sorted(os.listdir(tmp_path / "store"))
+    assert files == ["features.db"]  # a store at rest is one file
+    assert get_features(NAME, filled, {"user_id": "1"})["user_id"] == 1
+    assert sorted(os.listdir(tmp_path / "store")) == files
     missing = f"sqlite:///{tmp_path}/nowhere/features.db"
     found = _error(get_features, NAME, missing, {"user_id": "1"})
     assert found.code == "E445" and "no feature store at" in found.message
@@ -275,6 +279,7 @@ def locked(filled):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sqlite3, sys, time\n"
          f"db = sqlite3.connect({path!r}, isolation_level=None)\n"
+         "db.execute('PRAGMA journal_mode=WAL')\n"  # as beam_dsl's own writers do
          "db.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"

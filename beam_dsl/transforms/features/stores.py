@@ -18,7 +18,9 @@ concurrent writers (shards, a stream's firings) merge correctly.
   per FEATURES name (``entity_key``, ``window_end``, ``expires_at``, ``row``:
   the row as JSON; primary key ``(entity_key, window_end)``) and the table
   ``beam_dsl_feature_sets`` (each set's definition: its config and column
-  types). Journal in WAL mode.
+  types). Writers use WAL mode (readers go on while they write) and leave the
+  file in rollback mode when the last one closes, so that reading a store at
+  rest creates no ``-wal`` / ``-shm`` files.
 * ``redis://host:port/db``: a sorted set per entity at
   ``beam_dsl:features:<name>:<entity_key>`` (the rows as JSON, scored by
   ``window_end``) and the hash ``beam_dsl:feature_sets``.
@@ -161,6 +163,7 @@ class SQLiteStore(OnlineStore):
         super().__init__(uri, name)
         self._path = uri[len("sqlite:///"):]  # sqlite:///a.db -> a.db; sqlite:////tmp/a -> /tmp/a
         self._table = _quoted(name or "")
+        self._writes = definition is not None
         self._db: sqlite3.Connection | None = None
         try:
             with self._guard("open"):
@@ -289,8 +292,15 @@ class SQLiteStore(OnlineStore):
         return len(gone)
 
     def close(self):
-        if self._db is not None:
-            self._db.close()
+        if self._db is None:
+            return
+        if self._writes:  # leave a store at rest as one file, which readers open as it is
+            try:
+                self._db.execute("PRAGMA busy_timeout = 0")
+                self._db.execute("PRAGMA journal_mode=DELETE")
+            except sqlite3.Error:  # another connection still has it open: it stays in WAL
+                pass
+        self._db.close()
 
 
 def _cut(entity: EntityRows, longest_ms: int) -> float:

@@ -29,7 +29,6 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 
 import apache_beam as beam
 import numpy as np
@@ -38,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.typehints.row_type import RowTypeConstraint
+from bench_features import CountRows, TableFrames, counted
 
 from beam_dsl.ir.dataset import DatasetConfig
 from beam_dsl.ir.features import FeaturesConfig, Item, Window
@@ -125,47 +125,16 @@ def run_pandas(labels_path: str, features_path: str) -> tuple[int, float]:
 # ---------------------------------------------------------------- beam_dsl
 
 
-class _TableFrames(beam.DoFn):
-    """Parquet row groups -> Beam batches (pandas frames) of a schema."""
-
-    def __init__(self, row_type):
-        self._type = row_type
-
-    def infer_output_type(self, input_type):
-        return self._type
-
-    @beam.DoFn.yields_batches
-    def process(self, table) -> Iterator[pd.DataFrame]:
-        yield table.to_pandas()
-
-
-class _CountRows(beam.DoFn):
-    """A batched sink: counts rows into a file (so the result leaves the pipeline)."""
-
-    def __init__(self, out: str):
-        self._out = out
-
-    def process_batch(self, batch: pd.DataFrame) -> Iterator[pd.DataFrame]:
-        with open(self._out, "a") as f:
-            f.write(f"{len(batch)} {_checksum(batch)!r}\n")
-        return iter(())
-
-    def infer_output_type(self, input_type):
-        return input_type
-
-
 def run_beam_dsl(labels_path: str, features_path: str, work: str) -> tuple[int, float]:
     out = os.path.join(work, "beam_dsl.count")
     with beam.Pipeline(runner=FnApiRunner()) as p:
         rows = (p | "ReadLabels" >> beam.io.ReadFromParquetBatched(labels_path)
-                | "Labels" >> beam.ParDo(_TableFrames(LABEL_TYPE)))
+                | "Labels" >> beam.ParDo(TableFrames(LABEL_TYPE)))
         features = (p | "ReadFeatures" >> beam.io.ReadFromParquetBatched(features_path)
-                    | "Features" >> beam.ParDo(_TableFrames(FEATURE_TYPE)))
+                    | "Features" >> beam.ParDo(TableFrames(FEATURE_TYPE)))
         joined = {"rows": rows, "spend": features} | BuildDataset.from_config(DATASET)
-        _ = joined["main"] | "Count" >> beam.ParDo(_CountRows(out))
-    with open(out) as f:
-        parts = [line.split() for line in f]
-    return sum(int(p[0]) for p in parts), sum(float(p[1]) for p in parts)
+        _ = joined["main"] | "Count" >> beam.ParDo(CountRows(out, _checksum))
+    return counted(out)
 
 
 # ---------------------------------------------------------------- main

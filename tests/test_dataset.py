@@ -252,6 +252,18 @@ def test_inputs_that_do_not_fit_are_coded_errors(inputs, message):
     assert message in _build_error(inputs)
 
 
+def test_a_streaming_dataset_reads_online_stores_only():
+    from apache_beam.testing.test_stream import TestStream
+
+    with pytest.raises(DiagnosticError, match="a streaming DATASET reads its feature sets"):
+        with beam.Pipeline() as p:
+            rows = p | TestStream().with_output_types(ROWS)
+            config = _config()
+            config = dataclasses.replace(config, features={"fails": config.features["fails"]})
+            fails = p | "fails" >> beam.Create([]).with_output_types(FAILS_ROWS)
+            _ = {"rows": rows, "fails": fails} | BuildDataset.from_config(config)
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda c: dataclasses.replace(c, entity=("user_id", "shop")), "keyed by 1"),
     (lambda c: dataclasses.replace(c, features={}), "joins no FEATURES"),

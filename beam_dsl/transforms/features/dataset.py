@@ -212,8 +212,10 @@ def join(rows: pd.DataFrame, features: Mapping[str, pd.DataFrame], plan: Dataset
     for joined in plan.offline:
         rule = joined.rule
         found_rows = features.get(rule.name)
-        if found_rows is None:
-            found_rows = pd.DataFrame(columns=[_KEY, _END, _EXPIRES, *rule.features])
+        if found_rows is None:  # no row of this set in the shard
+            none = np.zeros(0, dtype=np.int64)
+            found_rows = pd.DataFrame({_KEY: rows[_KEY].iloc[:0], _END: none, _EXPIRES: none,
+                                       **{c: [] for c in rule.features}})
         codes = pd.factorize(pd.concat([found_rows[_KEY], rows[_KEY]], ignore_index=True))[0]
         row_codes, codes = codes[: len(found_rows)], codes[len(found_rows):]
         ends = found_rows[_END].to_numpy(np.int64)
@@ -408,6 +410,10 @@ class BuildDataset(SpecTransform):
         pcolls = dict(inputs) if isinstance(inputs, Mapping) else {ROWS_INPUT: inputs}
         plan, columns = self._plan(pcolls)
         rows = pcolls[ROWS_INPUT]
+        if plan.offline and not all(p.is_bounded for p in pcolls.values()):
+            raise self.config.error(E_DATASET, "a streaming DATASET reads its feature sets from "
+                                    "their ONLINE stores; it cannot join unbounded inputs",
+                                    "give only the rows as input")
         frames, errors = by_runner(
             rows,
             batched=lambda: _batched(pcolls, plan, columns),

@@ -23,9 +23,7 @@ date and machine, to benchmarks/results/dataset.md.
 """
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -37,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.typehints.row_type import RowTypeConstraint
-from bench_features import CountRows, TableFrames, counted
+from bench_features import CountRows, TableFrames, counted, save
 
 from beam_dsl.ir.dataset import DatasetConfig
 from beam_dsl.ir.features import FeaturesConfig, Item, Window
@@ -176,15 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     ])
     print(table)
     if args.save:
-        results = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                               "dataset.md")
-        os.makedirs(os.path.dirname(results), exist_ok=True)
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        machine = (f"{platform.machine()}, {os.cpu_count()} cores, "
-                   f"Python {platform.python_version()}")
-        with open(results, "a") as f:
-            f.write(f"\n## {stamp} ({machine})\n\n`python benchmarks/bench_dataset.py "
-                    f"{' '.join(argv or sys.argv[1:])}`\n\n{table}\n")
+        save("dataset", table, argv)
     return 0
 
 

@@ -188,6 +188,18 @@ def timed(function, *args) -> tuple[float, tuple[int, float]]:
     return time.perf_counter() - start, result
 
 
+def save(name: str, table: str, argv: list[str] | None) -> None:
+    """Appends ``table``, with the date, the machine and the command, to
+    benchmarks/results/<name>.md."""
+    results = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"{name}.md")
+    os.makedirs(os.path.dirname(results), exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    with open(results, "a") as f:
+        f.write(f"\n## {stamp} ({machine})\n\n`python benchmarks/bench_{name}.py "
+                f"{' '.join(argv or sys.argv[1:])}`\n\n{table}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -223,15 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     ])
     print(table)
     if args.save:
-        results = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                               "features.md")
-        os.makedirs(os.path.dirname(results), exist_ok=True)
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        machine = (f"{platform.machine()}, {os.cpu_count()} cores, "
-                   f"Python {platform.python_version()}")
-        with open(results, "a") as f:
-            f.write(f"\n## {stamp} ({machine})\n\n`python benchmarks/bench_features.py "
-                    f"{' '.join(argv or sys.argv[1:])}`\n\n{table}\n")
+        save("features", table, argv)
     return 0
 
 

@@ -1,5 +1,5 @@
 """The command line: ``python -m beam_dsl lint | compile | run | test | fmt | graph | init |
-schema | report | features get`` (docs/TOOLS.md describes the tools).
+schema | report | features get | list`` (docs/TOOLS.md describes the tools).
 
 Exit codes: 0 success; 1 diagnostics (a mistake in a spec or pipeline file,
 or a failed run); 2 usage or I/O errors (a missing file, a bad flag);
@@ -246,19 +246,26 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_features_get(args: argparse.Namespace, out: TextIO) -> int:
-    from beam_dsl.features_cli import format_features, get_features
+    from beam_dsl.features_cli import format_features, get_features, time_ms
 
     key = {}
     for pair in args.key:
         name, sep, value = pair.partition("=")
-        if not sep:
+        if not sep or not name:
             raise argparse.ArgumentTypeError(f"entity keys are NAME=VALUE, not '{pair}'")
         key[name] = value
-    features = get_features(args.spec_name, args.store, key)
-    if features is None:
-        print(f"no features for {args.spec_name} {key}", file=sys.stderr)
-        return EXIT_DIAGNOSTICS
-    print(format_features(features), file=out)
+    if args.as_of is not None and time_ms(args.as_of) is None:
+        raise argparse.ArgumentTypeError(
+            f"--as-of takes epoch seconds or ISO-8601 (2024-03-01T12:00:00Z), not '{args.as_of}'"
+        )
+    print(format_features(get_features(args.spec_name, args.store, key, args.as_of)), file=out)
+    return EXIT_OK
+
+
+def cmd_features_list(args: argparse.Namespace, out: TextIO) -> int:
+    from beam_dsl.features_cli import format_feature_sets, list_features
+
+    print(format_feature_sets(list_features(args.store)), file=out)
     return EXIT_OK
 
 
@@ -379,11 +386,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     features = sub.add_parser("features", help="read features from an online store")
     fsub = features.add_subparsers(dest="features_command", required=True, parser_class=_Parser)
-    get = fsub.add_parser("get", help="print the current features of one entity")
+    get = fsub.add_parser("get", help="print one entity's features as of a time")
     get.add_argument("spec_name")
     get.add_argument("--store", required=True, help="sqlite:///path or redis://host:port/db")
+    get.add_argument(
+        "--as-of",
+        default=None,
+        metavar="T",
+        help="epoch seconds or ISO-8601 (UTC without a zone); default: now",
+    )
     get.add_argument("key", nargs="+", metavar="KEY=VALUE")
     get.set_defaults(func=cmd_features_get)
+    listing = fsub.add_parser("list", help="list the feature sets of an online store")
+    listing.add_argument("--store", required=True, help="sqlite:///path or redis://host:port/db")
+    listing.set_defaults(func=cmd_features_list)
     return parser
 
 

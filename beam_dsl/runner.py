@@ -328,6 +328,7 @@ def _runner_providers(runner: str) -> dict:
             "ReadFromCsv": dask_io.ReadFromCsv,
             "WriteToJson": dask_io.WriteToJson,
             "WriteToCsv": dask_io.WriteToCsv,
+            "WriteToParquet": dask_io.WriteToParquet,
         }
     )
 

@@ -92,33 +92,37 @@ def _checksum(frame: pd.DataFrame) -> float:
 # ---------------------------------------------------------------- beam_dsl
 
 
-class _TableFrames(beam.DoFn):
-    """Parquet row groups -> Beam batches (pandas frames) of the events' schema."""
+class TableFrames(beam.DoFn):
+    """Parquet row groups -> Beam batches (pandas frames) of a schema."""
+
+    def __init__(self, row_type=EVENT_TYPE):
+        self._type = row_type
 
     def infer_output_type(self, input_type):
-        return EVENT_TYPE
+        return self._type
 
     @beam.DoFn.yields_batches
     def process(self, table) -> Iterator[pd.DataFrame]:
         yield table.to_pandas()
 
 
-class _CountRows(beam.DoFn):
-    """A batched sink: counts rows into a file (so the result leaves the pipeline)."""
+class CountRows(beam.DoFn):
+    """A batched sink: counts rows and sums ``checksum`` into a file (so the result leaves
+    the pipeline)."""
 
-    def __init__(self, out: str):
-        self._out = out
+    def __init__(self, out: str, checksum=_checksum):
+        self._out, self._checksum = out, checksum
 
     def process_batch(self, batch: pd.DataFrame) -> Iterator[pd.DataFrame]:
         with open(self._out, "a") as f:
-            f.write(f"{len(batch)} {_checksum(batch)!r}\n")
+            f.write(f"{len(batch)} {self._checksum(batch)!r}\n")
         return iter(())
 
     def infer_output_type(self, input_type):
         return input_type
 
 
-def _counted(path: str) -> tuple[int, float]:
+def counted(path: str) -> tuple[int, float]:
     with open(path) as f:
         parts = [line.split() for line in f]
     return sum(int(p[0]) for p in parts), sum(float(p[1]) for p in parts if len(p) > 1)
@@ -128,10 +132,10 @@ def run_beam_dsl(path: str, work: str) -> tuple[int, float]:
     out = os.path.join(work, "beam_dsl.count")
     with beam.Pipeline(runner=FnApiRunner()) as p:
         events = (p | beam.io.ReadFromParquetBatched(path)
-                  | "Frames" >> beam.ParDo(_TableFrames()))
+                  | "Frames" >> beam.ParDo(TableFrames()))
         features = events | ComputeFeatures.from_config(CONFIG)
-        _ = features["main"] | "Count" >> beam.ParDo(_CountRows(out))
-    return _counted(out)
+        _ = features["main"] | "Count" >> beam.ParDo(CountRows(out))
+    return counted(out)
 
 
 # ---------------------------------------------------------------- hand-written Beam
@@ -172,7 +176,7 @@ def run_hand_written(path: str, work: str, users: int) -> tuple[int, float]:
             | beam.CombinePerKey(CountSumLast())
             | beam.Map(count)
         )
-    return _counted(out)
+    return counted(out)
 
 
 # ---------------------------------------------------------------- main
@@ -182,6 +186,18 @@ def timed(function, *args) -> tuple[float, tuple[int, float]]:
     start = time.perf_counter()
     result = function(*args)
     return time.perf_counter() - start, result
+
+
+def save(name: str, table: str, argv: list[str] | None) -> None:
+    """Appends ``table``, with the date, the machine and the command, to
+    benchmarks/results/<name>.md."""
+    results = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"{name}.md")
+    os.makedirs(os.path.dirname(results), exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    with open(results, "a") as f:
+        f.write(f"\n## {stamp} ({machine})\n\n`python benchmarks/bench_{name}.py "
+                f"{' '.join(argv or sys.argv[1:])}`\n\n{table}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,15 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     ])
     print(table)
     if args.save:
-        results = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                               "features.md")
-        os.makedirs(os.path.dirname(results), exist_ok=True)
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        machine = (f"{platform.machine()}, {os.cpu_count()} cores, "
-                   f"Python {platform.python_version()}")
-        with open(results, "a") as f:
-            f.write(f"\n## {stamp} ({machine})\n\n`python benchmarks/bench_features.py "
-                    f"{' '.join(argv or sys.argv[1:])}`\n\n{table}\n")
+        save("features", table, argv)
     return 0
 
 

@@ -142,9 +142,33 @@ def expected_sessions(events: pd.DataFrame, entity: str, time_column: str, items
     return out
 
 
+def check_value(func: str | None, param, have, value, where: str) -> None:
+    """One feature value against the reference's: exact, floats to 1e-9, sketches within their
+    error bounds."""
+    if func == "approx_count_distinct":
+        assert abs(have - value) <= max(1.0, 3 * HLL_RELATIVE_ERROR * value), where
+    elif func == "approx_percentile":
+        if value is None or len(value) == 0:
+            assert have is None, where
+            return
+        below = np.mean(value < have)
+        at_most = np.mean(value <= have)
+        assert below - KLL_RANK_ERROR <= param <= at_most + KLL_RANK_ERROR, where
+    elif value is None:
+        assert have is None, where
+    elif isinstance(value, float):
+        assert have is not None and math.isclose(have, value, rel_tol=1e-9, abs_tol=1e-9), where
+    else:
+        assert have == value, where
+
+
+def _func_of(name: str, items) -> tuple[str | None, object]:
+    funcs = {alias: (func, param) for func, _, param, _, alias in items}
+    return funcs.get(name.rsplit("_", 1)[0] if name not in funcs else name, (None, None))
+
+
 def check_rows(actual: list[dict], expected: dict, entity: str, items) -> None:
     """Every expected row is there once, with equal values; approximate ones within bounds."""
-    funcs = {alias: (func, param) for func, _, param, _, alias in items}
     got = {}
     for row in actual:
         key = (row[entity], round(row["window_end"], 3))
@@ -155,26 +179,73 @@ def check_rows(actual: list[dict], expected: dict, entity: str, items) -> None:
     for key, want in expected.items():
         row = got[key]
         for name, value in want.items():
-            func, param = funcs.get(name.rsplit("_", 1)[0] if name not in funcs else name,
-                                    (None, None))
-            have = row[name]
-            where = f"{key} {name}: {have!r} != {value!r}"
-            if func == "approx_count_distinct":
-                assert abs(have - value) <= max(1.0, 3 * HLL_RELATIVE_ERROR * value), where
-            elif func == "approx_percentile":
-                if value is None or len(value) == 0:
-                    assert have is None, where
-                    continue
-                below = np.mean(value < have)
-                at_most = np.mean(value <= have)
-                assert below - KLL_RANK_ERROR <= param <= at_most + KLL_RANK_ERROR, where
-            elif value is None:
-                assert have is None, where
-            elif isinstance(value, float):
-                assert have is not None and math.isclose(have, value, rel_tol=1e-9,
-                                                         abs_tol=1e-9), where
-            else:
-                assert have == value, where
+            func, param = _func_of(name, items)
+            check_value(func, param, row[name], value, f"{key} {name}: {row[name]!r} != {value!r}")
+
+
+# ---------------------------------------------------------------- as of T
+
+
+def _ms(t: float) -> int:
+    return int(round(t * 1000))
+
+
+def expected_as_of(events: pd.DataFrame, entity: str, time_column: str, items, queries,
+                   windows=None, gap_s: float | None = None, ttl_s: float | None = None,
+                   where=None) -> list[dict]:
+    """Each query's answer "as of T" (LANGUAGE.md section 7, docs/FEATURES.md), straight from
+    the events: ``queries`` are (entity, T in epoch seconds); ``windows`` as for
+    :func:`expected_rows`, or ``gap_s`` for sessions. An answer is {feature: value,
+    "expired": bool}: the window ending at the latest window end at or before T (for
+    sessions, the latest session ended by T), over the entity's events in it; events at or
+    after that end are not seen; expired when T is at or after the latest seen event plus
+    the TTL (all features null)."""
+    frame = events if where is None else events[where(events)]
+    frame = frame.assign(_t=frame[time_column].map(seconds))
+    per_entity = {key: rows.sort_values("_t", kind="stable") for key, rows in
+                  frame.groupby(entity)}
+    out = []
+    for key, t in queries:
+        rows = per_entity.get(key, frame.iloc[:0])
+        ms = np.array([_ms(x) for x in rows["_t"]], dtype=np.int64)
+        columns = _columns(rows, items)
+        t_ms = _ms(t)
+        answer = {}
+        if gap_s is not None:
+            gap = _ms(gap_s)
+            cuts = [0] + [i for i in range(1, len(ms)) if ms[i] - ms[i - 1] >= gap] + [len(ms)]
+            spans = [(a, b) for a, b in zip(cuts, cuts[1:], strict=False)
+                     if b > a and ms[b - 1] + gap <= t_ms]
+            low, high = spans[-1] if spans else (0, 0)
+            lengths = [("", low, high)]
+            seen = ms[low:high]
+        else:
+            every = _ms(windows[0][1])
+            longest = max(_ms(w[0]) for w in windows)
+            offset = longest % every if len(windows) == 1 else 0
+            end = t_ms - (t_ms - offset) % every
+            lengths = []
+            for size, _, suffix in windows:
+                low, high = np.searchsorted(ms, [end - _ms(size), end], side="left")
+                lengths.append((suffix, low, high))
+            seen = ms[ms < end]
+        expired = ttl_s is not None and len(seen) > 0 and t_ms >= seen.max() + _ms(ttl_s)
+        for suffix, low, high in lengths:
+            for (func, _, param, _, alias), (values, flags) in zip(items, columns, strict=True):
+                chosen = np.flatnonzero(flags[low:high]) + low
+                answer[alias + suffix] = None if expired else _aggregate(
+                    func, values[chosen], rows["_t"].to_numpy()[chosen], param)
+        answer["expired"] = bool(expired)
+        out.append(answer)
+    return out
+
+
+def check_answer(have: dict, want: dict, items, where: str) -> None:
+    """A DATASET row or a ``features get`` answer against :func:`expected_as_of`'s."""
+    for name, value in want.items():
+        func, param = _func_of(name, items)
+        check_value(func, param, have[name], value, f"{where} {name}: {have[name]!r} != "
+                    f"{value!r}")
 
 
 # ---------------------------------------------------------------- data and pipelines
@@ -244,3 +315,54 @@ def collected(directory: str, tag: str) -> list[dict]:
         with open(path) as f:
             out += [json.loads(line) for line in f]
     return out
+
+
+def feature_rows(config, frame: pd.DataFrame, fields) -> pd.DataFrame:
+    """A FEATURES config's output rows over ``frame`` by beam_dsl's plan, without a pipeline
+    (the pipelines' rows are checked against the reference elsewhere)."""
+    from beam_dsl.transforms.features.panes import FeaturePlan, panes_of, prepare, window_rows
+
+    plan = FeaturePlan.build(config, dict(fields))
+    events, _, _ = prepare(frame, plan)
+    return window_rows(panes_of(events, plan), plan)
+
+
+def fill_store(uri: str, config, frame: pd.DataFrame, fields) -> pd.DataFrame:
+    """Writes what ComputeFeatures' online writer writes for ``frame`` to the store at ``uri``;
+    returns the FEATURES rows."""
+    from beam_dsl.transforms.features.asof import AsOf
+    from beam_dsl.transforms.features.panes import FeaturePlan
+    from beam_dsl.transforms.features.stores import FeatureSet, open_online, type_name
+    from beam_dsl.transforms.features.transform import entity_tails
+
+    rows = feature_rows(config, frame, fields)
+    plan = FeaturePlan.build(config, dict(fields))
+    definition = FeatureSet(config, tuple((n, type_name(t)) for n, t in plan.output_fields()))
+    rule = AsOf.of(config)
+    store = open_online(uri, definition)
+    try:
+        store.write(entity_tails(rows, rule), rule.longest_ms)
+    finally:
+        store.close()
+    return rows
+
+
+def expected_sliding(events: pd.DataFrame, size_s: int, every_s: int) -> pd.DataFrame:
+    """count(*), sum(amount) and last(amount) per (user_id, window_end) for SLIDING size EVERY
+    every (size a multiple of every) over events with float ``event_time`` seconds: each event
+    copied to its size / every windows with numpy, one groupby. For data too large for
+    :func:`expected_rows`."""
+    frame = events.sort_values(["event_time", "amount"], kind="stable")
+    t = frame["event_time"].to_numpy()
+    per = size_s // every_s
+    first_end = (np.floor(t / every_s).astype(np.int64) + 1) * every_s
+    rows = np.repeat(np.arange(len(frame)), per)
+    copies = pd.DataFrame({
+        "user_id": frame["user_id"].to_numpy()[rows],
+        "window_end": (first_end[rows] + np.tile(np.arange(per) * every_s, len(frame))
+                       ).astype(np.float64),
+        "amount": frame["amount"].to_numpy()[rows],
+    })
+    grouped = copies.groupby(["user_id", "window_end"], sort=True)["amount"]
+    out = grouped.agg(n="count", total="sum", last_amount="last").reset_index()
+    return out.assign(window_start=out["window_end"] - size_s)

@@ -1,4 +1,6 @@
-"""The payments example (pipelines/payments) end to end: generate, `beam_dsl run`, check outputs."""
+"""FEATURES through whole `beam_dsl run` pipelines: the payments example (pipelines/payments),
+every stock sink and downstream Beam YAML transform, in-process and on Dask, and 1M events into
+WriteToParquet."""
 
 from __future__ import annotations
 
@@ -8,12 +10,23 @@ import os
 import shutil
 import sys
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from features_support import check_rows, expected_rows
+from features_support import (
+    check_answer,
+    check_rows,
+    expected_as_of,
+    expected_rows,
+    expected_sliding,
+    payments,
+    seconds,
+)
 
 from beam_dsl.features_cli import get_features
+from beam_dsl.runner import run_pipeline
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "pipelines", "payments")
@@ -40,8 +53,6 @@ def _json_lines(pattern: str) -> list[dict]:
 
 @pytest.mark.slow
 def test_payments_example_runs_and_matches_the_reference(tmp_path):
-    from beam_dsl.runner import run_pipeline
-
     sys.path.insert(0, EXAMPLE)
     try:
         from generate import generate
@@ -72,11 +83,133 @@ def test_payments_example_runs_and_matches_the_reference(tmp_path):
 
     offline = pq.read_table(tmp_path / "out" / "features" / "user_payment_fails").to_pandas()
     assert len(offline) == len(fails)
-    latest = pd.DataFrame(fails).sort_values("window_end").groupby("user_id").last()
+    failed = good[good["status"] == "failed"]
+    latest = failed.assign(t=failed["event_time"].map(seconds)).groupby("user_id")["t"].max()
+    queries = [(user, t + offset) for user, t in latest.items() for offset in (0.0, 600.0)]
+    want = expected_as_of(good, "user_id", "event_time", FAILS_ITEMS, queries,
+                          windows=[(3600, 300, "")], ttl_s=86400.0,
+                          where=lambda f: f["status"] == "failed")
     store = f"sqlite:///{tmp_path}/out/features.db"
-    for user, row in latest.iterrows():
-        stored = get_features("user_payment_fails", store, {"user_id": str(user)},
-                              now=row["window_end"])
-        assert stored["window_end"] == row["window_end"]
-        assert stored["recent_merchants"] == row["recent_merchants"]
-        assert stored["expired"] is False
+    for (user, t), answer in zip(queries, want, strict=True):
+        got = get_features("user_payment_fails", store, {"user_id": str(user)}, as_of=t)
+        check_answer(got, answer, FAILS_ITEMS, f"user {user} at {t}")
+        assert got["expired"] is False
+
+
+# ---------------------------------------------------------------- sinks
+
+SINKS_SPEC = """
+FEATURES f
+  ENTITY user_id
+  TIMESTAMP event_time
+  WINDOW SLIDING 1h EVERY 5m
+  SELECT count(*) AS n, sum(amount) AS total, last(merchant) AS last_merchant,
+         last_k(amount, 2) AS recent
+  TTL 1d;
+"""
+SINKS_ITEMS = [("count", None, None, None, "n"), ("sum", "amount", None, None, "total"),
+               ("last", "merchant", None, None, "last_merchant"),
+               ("last_k", "amount", 2, None, "recent")]
+SINKS_PIPELINE = """
+specs: [spec.bdsl]
+pipeline:
+  type: composite
+  transforms:
+    - {type: ReadFromCsv, name: events, config: {path: events.csv}}
+    - {type: f, input: events}
+    - {type: WriteToParquet, name: parquet, input: f, config: {path: out/parquet/f}}
+    - {type: WriteToCsv, name: csv, input: f, config: {path: out/csv/f}}
+    - {type: WriteToJson, name: json, input: f, config: {path: out/json/f}}
+    - type: Filter
+      name: busy
+      input: f
+      config: {language: python, keep: "n >= 3"}
+    - type: MapToFields
+      name: mean
+      input: busy
+      config: {language: python, fields: {user_id: user_id, window_end: window_end,
+                                          mean: "total / n"}}
+    - {type: WriteToJson, name: write_mean, input: mean, config: {path: out/mean/m}}
+    - type: Combine
+      name: per_user
+      input: f
+      config: {group_by: [user_id], combine: {windows: {value: n, fn: count},
+                                              events: {value: n, fn: sum}}}
+    - {type: WriteToJson, name: write_per_user, input: per_user, config: {path: out/per_user/u}}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runner", ["FnApiRunner", "DaskRunner"])
+def test_features_rows_go_to_every_stock_sink_and_transform(runner, tmp_path):
+    events = payments(n=400, users=6, hours=3.0, seed=4)
+    events.to_csv(tmp_path / "events.csv", index=False)
+    (tmp_path / "spec.bdsl").write_text(SINKS_SPEC)
+    (tmp_path / "pipeline.yaml").write_text(SINKS_PIPELINE)
+    run_pipeline(str(tmp_path / "pipeline.yaml"), runner=runner, progress=None)
+
+    want = expected_rows(events, "user_id", "event_time", SINKS_ITEMS, [(3600, 300, "")],
+                         ttl_s=86400.0)
+    parquet = pq.read_table(tmp_path / "out" / "parquet").to_pandas()
+    assert parquet.dtypes["n"] == np.int64 and parquet.dtypes["window_end"] == np.float64
+    as_lists = parquet.assign(recent=parquet["recent"].map(list))
+    check_rows(as_lists.to_dict("records"), want, "user_id", SINKS_ITEMS)
+    check_rows(_json_lines(f"{tmp_path}/out/json/*"), want, "user_id", SINKS_ITEMS)
+    csv = pd.concat(pd.read_csv(p) for p in glob.glob(f"{tmp_path}/out/csv/*"))
+    csv = csv.assign(recent=csv["recent"].map(json.loads))
+    check_rows(csv.to_dict("records"), want, "user_id", SINKS_ITEMS)
+
+    means = {(r["user_id"], r["window_end"]): r["mean"]
+             for r in _json_lines(f"{tmp_path}/out/mean/*")}
+    assert means == pytest.approx({k: row["total"] / row["n"] for k, row in want.items()
+                                   if row["n"] >= 3})
+    per_user = {r["user_id"]: (r["windows"], r["events"])
+                for r in _json_lines(f"{tmp_path}/out/per_user/*")}
+    expected = pd.DataFrame([(user, row["n"]) for (user, _), row in want.items()],
+                            columns=["user_id", "n"]).groupby("user_id")["n"]
+    assert per_user == {u: (int(c), int(s)) for u, c, s in zip(
+        expected.count().index, expected.count(), expected.sum(), strict=True)}
+
+
+PARQUET_SPEC = """
+FEATURES f
+  ENTITY user_id
+  TIMESTAMP event_time
+  WINDOW SLIDING 1h EVERY 5m
+  SELECT count(*) AS n, sum(amount) AS total, last(amount) AS last_amount;
+"""
+PARQUET_PIPELINE = """
+specs: [spec.bdsl]
+pipeline:
+  type: composite
+  transforms:
+    - {type: ReadFromParquet, name: events, config: {path: events.parquet}}
+    - {type: f, input: events}
+    - {type: WriteToParquet, input: f, config: {path: out/f}}
+"""
+
+
+@pytest.mark.slow
+def test_a_million_events_into_write_to_parquet(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 1_000_000
+    events = pd.DataFrame({
+        "user_id": rng.integers(0, 10_000, n),
+        "event_time": np.round(1_700_000_000 + np.sort(rng.uniform(0, 86_400, n)), 3),
+        "amount": np.round(rng.gamma(2.0, 20.0, n), 2),
+    })
+    pq.write_table(pa.Table.from_pandas(events), tmp_path / "events.parquet",
+                   row_group_size=100_000)
+    (tmp_path / "spec.bdsl").write_text(PARQUET_SPEC)
+    (tmp_path / "pipeline.yaml").write_text(PARQUET_PIPELINE)
+    summary = run_pipeline(str(tmp_path / "pipeline.yaml"), progress=None)
+
+    got = pq.read_table(tmp_path / "out").to_pandas()
+    want = expected_sliding(events, 3600, 300)
+    assert len(got) == len(want) == summary.rows_out["f.main"] > 2_500_000
+    key = ["user_id", "window_end"]
+    got = got.sort_values(key, ignore_index=True)
+    want = want.sort_values(key, ignore_index=True)
+    for column in ["user_id", "window_start", "window_end", "n", "last_amount"]:
+        assert (got[column].to_numpy() == want[column].to_numpy()).all(), column
+    assert np.allclose(got["total"], want["total"], rtol=1e-12, atol=1e-9)

@@ -94,8 +94,11 @@ def _walk(node: dict, path: tuple):
 def _input_columns(
     transform: dict, siblings: list, headers: dict[int, list[str]]
 ) -> list[str] | None:
-    """The columns of a transform's input when it reads a local CSV file directly."""
+    """The columns of a transform's input when it reads a local CSV file directly (for a
+    DATASET, of its ``rows`` input)."""
     ref = transform.get("input")
+    if isinstance(ref, dict):
+        ref = ref.get("rows")
     for other in siblings if isinstance(ref, str) else ():
         if isinstance(other, dict) and other.get("name", other.get("type")) == ref:
             return headers.get(id(other))

@@ -26,7 +26,13 @@ from beam_dsl.diagnostics import MAX_FILE_BYTES, Diagnostic, did_you_mean
 from beam_dsl.dsl import ast
 from beam_dsl.dsl.yamlfile import YamlDocument
 
-_BASE_OUTPUTS = {"Train": ("skipped",), "Model": (), "Ensemble": ("shadow",), "Features": ()}
+_BASE_OUTPUTS = {
+    "Train": ("skipped",),
+    "Model": (),
+    "Ensemble": ("shadow",),
+    "Features": (),
+    "Dataset": (),
+}
 
 
 def spec_outputs(stmt: ast.Statement) -> tuple[str, ...] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from beam_dsl.dsl import ast
 from beam_dsl.dsl.checks.base import BaseChecks
 from beam_dsl.dsl.units import duration_seconds, duration_suffix
+from beam_dsl.ir.dataset import expired_column
 
 
 def feature_names(stmt: ast.Features) -> list[str]:
@@ -46,7 +47,10 @@ class DatasetChecks(BaseChecks):
                     f"is keyed by {width}",
                     ident.span,
                 )
-            for name in feature_names(features):
+            columns = feature_names(features)
+            if features.get(ast.TtlClause) is not None:
+                columns.append(expired_column(ident.name))  # DATASET's expiry marker
+            for name in columns:
                 if name in owners:
                     self.ctx.error(
                         "E227",

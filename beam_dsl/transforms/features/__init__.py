@@ -1,4 +1,4 @@
-"""FEATURES: windows over panes, aggregates, online and offline stores."""
+"""FEATURES and DATASET: windows over panes, aggregates, online and offline stores, "as of T"."""
 
 from typing import Any
 
@@ -9,4 +9,8 @@ def __getattr__(name: str) -> Any:
         from beam_dsl.transforms.features.transform import ComputeFeatures
 
         return ComputeFeatures
+    if name == "BuildDataset":
+        from beam_dsl.transforms.features.dataset import BuildDataset
+
+        return BuildDataset
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

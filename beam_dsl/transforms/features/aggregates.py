@@ -155,6 +155,11 @@ FRACTION = Rule("a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1)
 # ---------------------------------------------------------------- aggregates
 
 
+def empty_value(kind: str) -> Any:
+    """An aggregate's value over a window with no matching event, by its output kind."""
+    return 0 if kind == "int" else [] if kind == "list" else None
+
+
 @dataclass
 class Aggregate:
     """One SELECT item: ``func(args) [FILTER (WHERE filter)] AS alias``.
@@ -191,7 +196,7 @@ class Aggregate:
 
     def empty(self) -> Any:
         """The value over a window with no matching event."""
-        return 0 if self.kind == "int" else [] if self.kind == "list" else None
+        return empty_value(self.kind)
 
     def init(self, groups: Groups, t: np.ndarray, v: np.ndarray, mask: np.ndarray) -> dict:
         raise NotImplementedError

@@ -578,11 +578,11 @@ def typed_frame(frame: pd.DataFrame, fields: Sequence[tuple[str, Any]]) -> pd.Da
         if base is int or base is bool:
             dtype = ("Int64" if base is int else "boolean") if nullable else (
                 np.int64 if base is int else bool)
-            out[name] = column.astype(dtype)
+            out[name] = column.astype(dtype, copy=False)
         elif base is float:
             if column.dtype == object:
                 column = pd.to_numeric(column, errors="coerce")
-            out[name] = column.astype(np.float64)
+            out[name] = column.astype(np.float64, copy=False)
         else:  # text and lists stay Python objects, with None for null
             values = column.to_numpy(dtype=object)
             if base is str:
@@ -592,16 +592,43 @@ def typed_frame(frame: pd.DataFrame, fields: Sequence[tuple[str, Any]]) -> pd.Da
     return pd.DataFrame(out, index=frame.index).reset_index(drop=True)
 
 
+def key_text(value: Any) -> str:
+    """An entity value as text in keys: ``42``, ``42.0`` and ``'42'`` are all ``42``."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
 def entity_key(values: Mapping[str, Any]) -> str:
     """The entity's key in stores and for streaming state: independent of column order and of
     whether a value came as text (``42`` from a command line) or a number."""
     import json
 
-    def text(value: Any) -> str:
-        if isinstance(value, np.generic):
-            value = value.item()
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        return str(value)
+    return json.dumps(sorted((str(k), key_text(v)) for k, v in values.items()))
 
-    return json.dumps(sorted((str(k), text(v)) for k, v in values.items()))
+
+def entity_texts(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """Each row's entity as one text, by :func:`entity_key`'s rule for values (columns joined
+    by a unit separator): the same entity gives the same text whatever the column types.
+    Column-wise for numbers; null values must have been set aside."""
+    parts = []
+    for column in columns:
+        values = frame[column].reset_index(drop=True)
+        kind = values.dtype.kind
+        if kind in "iu":
+            parts.append(values.astype(np.int64).astype(str))
+            continue
+        if kind == "f":
+            numbers = values.to_numpy(np.float64)
+            whole = np.isfinite(numbers) & (numbers == np.floor(numbers)) & (
+                np.abs(numbers) < 2**63)
+            if whole.all():
+                parts.append(pd.Series(numbers.astype(np.int64)).astype(str))
+                continue
+        parts.append(values.map(key_text).astype(object))
+    text = parts[0]
+    for part in parts[1:]:
+        text = text + "\x1f" + part
+    return text

@@ -1,21 +1,37 @@
-"""Feature stores: ONLINE (latest row per entity, SQLite or Redis) and OFFLINE (Parquet).
+"""Feature stores: ONLINE (SQLite or Redis) and OFFLINE (Parquet).
 
-ONLINE keeps, per entity, the row with the latest ``window_end``. A write is
-a compare-and-set upsert: it replaces the stored row only when its
-``window_end`` is not older, so re-running a pipeline, or a late shard that
-finishes after a newer one, never duplicates or regresses a value. The row
-keeps its ``expires_at`` (TTL): readers treat a row past it as expired, and
-:meth:`OnlineStore.purge_expired` deletes such rows.
+ONLINE keeps, per entity, the FEATURES rows that an answer "as of T"
+(``asof.py``) can need for any T at or after the entity's latest event: the
+rows ending after its last window end minus the longest window, and the
+latest row ending at or before that (:meth:`AsOf.kept`). Readers answer from
+them with the same rule as DATASET, so ``features get --as-of T`` equals
+DATASET's answer at T.
 
-* ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: one
-  table per FEATURES name: ``entity_key`` (primary key), ``window_end``,
-  ``expires_at``, ``features`` (the row as JSON).
-* ``redis://host:port/db``: one hash per entity at
-  ``beam_dsl:features:<name>:<entity_key>`` with the same fields; the
-  compare-and-set is a Lua script, atomic in Redis.
+A write is a compare-and-set merge per entity: rows whose latest window end
+is older than the stored rows' change nothing (a re-run over older events
+cannot regress the store); otherwise they replace the stored rows ending at
+or after their first window end, and the rows the rule no longer needs are
+dropped. The same rule, in SQL or in a Lua script, runs inside the store, so
+concurrent writers (shards, a stream's firings) merge correctly.
 
-The entity key is :func:`beam_dsl.transforms.features.panes.entity_key`: the entity
-columns and their values as text, sorted by column name.
+* ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: a table
+  per FEATURES name (``entity_key``, ``window_end``, ``expires_at``, ``row``:
+  the row as JSON; primary key ``(entity_key, window_end)``) and the table
+  ``beam_dsl_feature_sets`` (each set's definition: its config and column
+  types). Writers use WAL mode (readers go on while they write) and leave the
+  file in rollback mode when the last one closes, so that reading a store at
+  rest creates no ``-wal`` / ``-shm`` files.
+* ``redis://host:port/db``: a sorted set per entity at
+  ``beam_dsl:features:<name>:<entity_key>`` (the rows as JSON, scored by
+  ``window_end``) and the hash ``beam_dsl:feature_sets``.
+
+The entity key is :func:`beam_dsl.transforms.features.panes.entity_key`.
+
+Reading never creates anything: SQLite is opened read-only (``mode=ro``),
+and a missing file, feature set or entity is E445 (with a "did you mean").
+Faults are E444 with a bounded wait: a database locked by another process
+(:data:`BUSY_TIMEOUT_S`), one that cannot be written, a Redis server that
+refuses connections or does not answer (:data:`REDIS_TIMEOUT_S`).
 
 OFFLINE writes every window's row to ``<path>/part-<tag>.parquet`` (written
 to a temporary name, then renamed), with a schema taken from the rows'
@@ -24,164 +40,395 @@ Beam schema, so every part file has the same columns and types.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from beam_dsl.diagnostics import config_error
+from beam_dsl.diagnostics import DiagnosticError, config_error, did_you_mean
 from beam_dsl.ir.features import E_STORE, FeaturesConfig, online_store_problem
 from beam_dsl.transforms.common.rows import base_type, row_type
 
 # Each store write reports what it wrote: the store (URI or file) and the rows.
 STORE_ROW_TYPE = row_type([("target", str), ("rows", int)])
 
+E_FAULT = "E444"  # the store cannot be used: locked, read-only, unreachable, not a store
+E_NOT_FOUND = "E445"  # a read finds no store, feature set or entity, or cannot answer at T
+
+BUSY_TIMEOUT_S = 5.0  # how long SQLite waits for a lock another process holds
+REDIS_TIMEOUT_S = 5.0  # how long Redis may take to connect, and to answer
+
+_META_TABLE = "beam_dsl_feature_sets"
+_META_KEY = "beam_dsl:feature_sets"
+_COLUMNS = ["entity_key", "window_end", "expires_at", "row"]
+
 
 @dataclass(frozen=True)
-class StoreRecord:
-    """One entity's latest row."""
+class FeatureSet:
+    """What a store knows of a feature set: its FEATURES config and its rows' column types
+    (``int``, ``float``, ``str``, ``bool``, ``list[...]``), in order."""
+
+    config: FeaturesConfig
+    fields: tuple[tuple[str, str], ...]
+
+    def to_text(self) -> str:
+        return json.dumps({"config": self.config.to_json(), "fields": self.fields})
+
+    @classmethod
+    def from_text(cls, text: str | bytes) -> FeatureSet:
+        data = json.loads(text)
+        return cls(FeaturesConfig.from_json(data["config"]),
+                   tuple((name, kind) for name, kind in data["fields"]))
+
+
+@dataclass(frozen=True)
+class EntityRows:
+    """An entity's rows to store (JSON-able FEATURES rows), ordered by ``window_end``."""
 
     key: str
-    window_end: float
-    expires_at: float | None
-    features: dict[str, Any]
+    rows: list[dict[str, Any]]
 
 
 class OnlineStore:
-    """The latest features per entity."""
+    """The rows of one feature set (``name``) an as-of answer needs, per entity; a store opened
+    without a name only lists its feature sets."""
 
-    def upsert(self, records: Sequence[StoreRecord]) -> int:
-        """Writes each record unless a newer one (later window_end) is stored; returns writes."""
+    def __init__(self, uri: str, name: str | None):
+        self.uri, self.name = uri, name
+
+    def error(self, code: str, message: str, hint: str | None = None) -> DiagnosticError:
+        """A coded error about the feature set (or the store, opened without a name)."""
+        if self.name is None:
+            return config_error("ONLINE", self.uri, code, message, hint)
+        return config_error(FeaturesConfig.KIND, self.name, code, message, hint)
+
+    def write(self, entities: Sequence[EntityRows], longest_ms: int) -> int:
+        """Merges each entity's rows (see the module docstring); returns the rows written."""
         raise NotImplementedError
 
-    def get(self, key: str) -> StoreRecord | None:
+    def read(self, keys: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """The stored rows of each key that has some, ordered by ``window_end``."""
+        raise NotImplementedError
+
+    def sample_keys(self, limit: int) -> list[str]:
+        """Up to ``limit`` stored entity keys (for "did you mean")."""
+        raise NotImplementedError
+
+    def feature_sets(self) -> dict[str, FeatureSet]:
+        """Every feature set written to this store, by name."""
         raise NotImplementedError
 
     def purge_expired(self, now: float) -> int:
-        """Deletes the rows whose expires_at is at or before ``now``; returns how many."""
+        """Forgets the entities whose every answer from ``now`` on has expired (the latest
+        row's ``expires_at`` is at or before it); returns how many. A purged entity then
+        reads as one never seen."""
         raise NotImplementedError
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def feature_set(self) -> FeatureSet:
+        """This store's definition of ``name``; E445 if it holds no such feature set."""
+        sets = self.feature_sets()
+        if self.name not in sets:
+            known = ", ".join(sorted(sets)) or "none"
+            raise self.error(E_NOT_FOUND, f"the store {self.uri} has no feature set "
+                             f"'{self.name}' (it has: {known})", did_you_mean(self.name, sets))
+        return sets[self.name]
 
 
 def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _chunks(items: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _row_text(row: dict[str, Any]) -> str:
+    return json.dumps(row, default=str, sort_keys=True)
+
+
 class SQLiteStore(OnlineStore):
-    def __init__(self, path: str, table: str):
-        directory = os.path.dirname(path)
+    def __init__(self, uri: str, name: str | None, definition: FeatureSet | None):
+        super().__init__(uri, name)
+        self._path = uri[len("sqlite:///"):]  # sqlite:///a.db -> a.db; sqlite:////tmp/a -> /tmp/a
+        self._table = _quoted(name or "")
+        self._writes = definition is not None
+        self._db: sqlite3.Connection | None = None
+        try:
+            with self._guard("open"):
+                self._db = self._open_write(definition) if definition else self._open_read()
+        except DiagnosticError:
+            self.close()
+            raise
+
+    @contextlib.contextmanager
+    def _guard(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as e:
+            text = str(e)
+            if "locked" in text or "busy" in text:
+                raise self.error(E_FAULT, f"the SQLite store {self._path} is locked by another "
+                                 f"process: waited {BUSY_TIMEOUT_S:g} s to {doing} it",
+                                 "let the other process finish, then run again") from None
+            if "readonly" in text or "read-only" in text:
+                raise self.error(E_FAULT, f"the SQLite store {self._path} is read-only: cannot "
+                                 f"{doing} it", "give ONLINE a database file this process can "
+                                 "write") from None
+            raise self.error(E_FAULT, f"cannot {doing} the SQLite store {self._path}: {text}"
+                             ) from None
+        except (sqlite3.DatabaseError, OSError) as e:
+            raise self.error(E_FAULT, f"cannot {doing} the SQLite store {self._path}: {e}"
+                             ) from None
+
+    def _open_read(self) -> sqlite3.Connection:
+        if not os.path.isfile(self._path):
+            raise self.error(E_NOT_FOUND, f"no feature store at {os.path.abspath(self._path)}",
+                             "name the file a FEATURES ONLINE clause writes (relative paths "
+                             "are relative to the directory the pipeline ran in)")
+        location = quote(os.path.abspath(self._path))
+        db = sqlite3.connect(f"file:{location}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
+                             isolation_level=None)
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if _META_TABLE not in tables:
+            db.close()
+            raise self.error(E_NOT_FOUND, f"{self._path} is not a beam_dsl feature store (no "
+                             f"table {_META_TABLE})")
+        return db
+
+    def _open_write(self, definition: FeatureSet) -> sqlite3.Connection:
+        directory = os.path.dirname(self._path)
         if directory:
             os.makedirs(directory, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._table = _quoted(table)
-        self._db.execute(
-            f"CREATE TABLE IF NOT EXISTS {self._table} (entity_key TEXT PRIMARY KEY, "
-            "window_end REAL NOT NULL, expires_at REAL, features TEXT NOT NULL)"
-        )
+        db = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        self._db = db
+        db.execute("PRAGMA journal_mode=WAL")
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(f"CREATE TABLE IF NOT EXISTS {_META_TABLE} (name TEXT PRIMARY KEY, "
+                       "definition TEXT NOT NULL)")
+            db.execute(f"CREATE TABLE IF NOT EXISTS {self._table} (entity_key TEXT NOT NULL, "
+                       "window_end REAL NOT NULL, expires_at REAL, row TEXT NOT NULL, "
+                       "PRIMARY KEY (entity_key, window_end)) WITHOUT ROWID")
+            db.execute(f"INSERT INTO {_META_TABLE} VALUES (?, ?) ON CONFLICT(name) DO UPDATE "
+                       "SET definition = excluded.definition", (self.name, definition.to_text()))
+        columns = [r[1] for r in db.execute(f"PRAGMA table_info({self._table})")]
+        if columns != _COLUMNS:
+            raise self.error(E_FAULT, f"table {self.name} of {self._path} has columns {columns}, "
+                             f"not a beam_dsl feature table's {_COLUMNS}",
+                             "delete the table (an older beam_dsl's layout?) or use another "
+                             "database file")
+        return db
 
-    def upsert(self, records):
-        before = self._db.total_changes
-        with self._db:
+    def write(self, entities, longest_ms):
+        table = self._table
+        with self._guard("write to"), self._db:
             self._db.execute("BEGIN IMMEDIATE")
+            stored: dict[str, float] = {}
+            for chunk in _chunks([e.key for e in entities]):
+                marks = ",".join("?" * len(chunk))
+                stored.update(self._db.execute(
+                    f"SELECT entity_key, max(window_end) FROM {table} WHERE entity_key IN "
+                    f"({marks}) GROUP BY entity_key", list(chunk)).fetchall())
+            fresh = [e for e in entities
+                     if e.key not in stored or e.rows[-1]["window_end"] >= stored[e.key]]
             self._db.executemany(
-                f"INSERT INTO {self._table} VALUES (?, ?, ?, ?) ON CONFLICT(entity_key) "
-                "DO UPDATE SET window_end = excluded.window_end, expires_at = "
-                "excluded.expires_at, features = excluded.features "
-                f"WHERE excluded.window_end >= {self._table}.window_end",
-                [(r.key, r.window_end, r.expires_at, json.dumps(r.features, default=str))
-                 for r in records],
-            )
-        return self._db.total_changes - before
+                f"DELETE FROM {table} WHERE entity_key = ? AND window_end >= ?",
+                [(e.key, e.rows[0]["window_end"]) for e in fresh])
+            self._db.executemany(
+                f"INSERT INTO {table} VALUES (?, ?, ?, ?)",
+                [(e.key, r["window_end"], r.get("expires_at"), _row_text(r))
+                 for e in fresh for r in e.rows])
+            self._db.executemany(
+                f"DELETE FROM {table} WHERE entity_key = ?1 AND window_end < (SELECT "
+                f"max(window_end) FROM {table} WHERE entity_key = ?1 AND window_end <= ?2)",
+                [(e.key, _cut(e, longest_ms)) for e in fresh])
+        return sum(len(e.rows) for e in fresh)
 
-    def get(self, key):
-        found = self._db.execute(
-            f"SELECT window_end, expires_at, features FROM {self._table} WHERE entity_key = ?",
-            (key,),
-        ).fetchone()
-        if found is None:
-            return None
-        return StoreRecord(key, found[0], found[1], json.loads(found[2]))
+    def read(self, keys):
+        out: dict[str, list[dict[str, Any]]] = {}
+        with self._guard("read"):
+            self.feature_set()
+            for chunk in _chunks(list(keys)):
+                marks = ",".join("?" * len(chunk))
+                for key, text in self._db.execute(
+                        f"SELECT entity_key, row FROM {self._table} WHERE entity_key IN "
+                        f"({marks}) ORDER BY entity_key, window_end", list(chunk)):
+                    out.setdefault(key, []).append(json.loads(text))
+        return out
+
+    def sample_keys(self, limit):
+        with self._guard("read"):
+            return [r[0] for r in self._db.execute(
+                f"SELECT DISTINCT entity_key FROM {self._table} LIMIT ?", (limit,))]
+
+    def feature_sets(self):
+        with self._guard("read"):
+            tables = {r[0] for r in self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+            return {name: FeatureSet.from_text(text) for name, text in self._db.execute(
+                f"SELECT name, definition FROM {_META_TABLE} ORDER BY name") if name in tables}
 
     def purge_expired(self, now):
-        with self._db:
-            cursor = self._db.execute(
-                f"DELETE FROM {self._table} WHERE expires_at IS NOT NULL AND expires_at <= ?",
-                (now,),
-            )
-        return cursor.rowcount
+        table = self._table
+        with self._guard("write to"), self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            gone = [r[0] for r in self._db.execute(
+                f"SELECT entity_key FROM {table} GROUP BY entity_key HAVING "
+                "max(expires_at) <= ? AND count(expires_at) = count(*)", (now,))]
+            self._db.executemany(f"DELETE FROM {table} WHERE entity_key = ?",
+                                 [(k,) for k in gone])
+        return len(gone)
 
     def close(self):
+        if self._db is None:
+            return
+        if self._writes:  # leave a store at rest as one file, which readers open as it is
+            try:
+                self._db.execute("PRAGMA busy_timeout = 0")
+                self._db.execute("PRAGMA journal_mode=DELETE")
+            except sqlite3.Error:  # another connection still has it open: it stays in WAL
+                pass
         self._db.close()
 
 
-# KEYS[1]: the entity's hash; ARGV: window_end, expires_at ('' for none), features JSON.
-_COMPARE_AND_SET = """
-local current = redis.call('HGET', KEYS[1], 'window_end')
-if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'window_end', ARGV[1], 'expires_at', ARGV[2], 'features', ARGV[3])
-return 1
+def _cut(entity: EntityRows, longest_ms: int) -> float:
+    """The entity's last window end minus the longest window, in the rows' seconds."""
+    return (round(entity.rows[-1]["window_end"] * 1000) - longest_ms) / 1000.0
+
+
+# KEYS[1]: the entity's sorted set. ARGV: the rows' last window end, their first, the cut (last
+# minus the longest window), then (window_end, row JSON) pairs. See the module docstring.
+_MERGE = """
+local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if top[2] and tonumber(top[2]) > tonumber(ARGV[1]) then return 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[2], '+inf')
+for i = 4, #ARGV, 2 do redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local keep = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[3], '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+if keep[2] then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. keep[2]) end
+return (#ARGV - 3) / 2
 """
 
 
 class RedisStore(OnlineStore):
-    def __init__(self, uri: str, table: str):
+    def __init__(self, uri: str, name: str | None, definition: FeatureSet | None):
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        super().__init__(uri, name)
+        parsed = urlparse(uri)
+        self._where = f"{parsed.hostname}:{parsed.port or 6379}"
+        self._redis = redis.Redis.from_url(
+            uri, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0))
+        self._prefix = f"beam_dsl:features:{name}:"
+        with self._guard("open"):
+            self._redis.ping()
+            if definition is not None:
+                self._redis.hset(_META_KEY, name, definition.to_text())
+                self._merge = self._redis.register_script(_MERGE)
+
+    @contextlib.contextmanager
+    def _guard(self, doing: str) -> Iterator[None]:
         import redis
 
-        self._redis = redis.Redis.from_url(uri)
-        self._prefix = f"beam_dsl:features:{table}:"
-        self._script = self._redis.register_script(_COMPARE_AND_SET)
+        try:
+            yield
+        except redis.TimeoutError:
+            raise self.error(E_FAULT, f"Redis at {self._where} did not answer within "
+                             f"{REDIS_TIMEOUT_S:g} s (to {doing} the store)",
+                             "check that the address is a Redis server and that it is not "
+                             "overloaded") from None
+        except redis.ConnectionError as e:
+            raise self.error(E_FAULT, f"cannot connect to Redis at {self._where} (to {doing} "
+                             f"the store): {e}", "start the server, or fix the host and port "
+                             "in the URI") from None
+        except redis.RedisError as e:
+            raise self.error(E_FAULT, f"Redis at {self._where} refused to {doing} the store: "
+                             f"{e}") from None
 
-    def upsert(self, records):
-        pipe = self._redis.pipeline(transaction=False)
-        for r in records:
-            self._script(
-                keys=[self._prefix + r.key],
-                args=[repr(r.window_end), "" if r.expires_at is None else repr(r.expires_at),
-                      json.dumps(r.features, default=str)],
-                client=pipe,
-            )
-        return sum(pipe.execute())
+    def write(self, entities, longest_ms):
+        with self._guard("write to"):
+            pipe = self._redis.pipeline(transaction=False)
+            for e in entities:
+                args: list[Any] = [repr(e.rows[-1]["window_end"]), repr(e.rows[0]["window_end"]),
+                                   repr(_cut(e, longest_ms))]
+                for row in e.rows:
+                    args += [repr(row["window_end"]), _row_text(row)]
+                self._merge(keys=[self._prefix + e.key], args=args, client=pipe)
+            return int(sum(pipe.execute()))
 
-    def get(self, key):
-        found = self._redis.hgetall(self._prefix + key)
-        if not found:
-            return None
-        expires = found.get(b"expires_at", b"")
-        return StoreRecord(key, float(found[b"window_end"]), float(expires) if expires else None,
-                           json.loads(found[b"features"]))
+    def read(self, keys):
+        keys = list(keys)
+        with self._guard("read"):
+            self.feature_set()
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.zrange(self._prefix + key, 0, -1)
+            found = pipe.execute()
+        return {key: [json.loads(m) for m in members]
+                for key, members in zip(keys, found, strict=True) if members}
+
+    def sample_keys(self, limit):
+        out = []
+        with self._guard("read"):
+            for name in self._redis.scan_iter(match=self._prefix + "*", count=1000):
+                out.append(name.decode()[len(self._prefix):])
+                if len(out) >= limit:
+                    break
+        return out
+
+    def feature_sets(self):
+        with self._guard("read"):
+            found = self._redis.hgetall(_META_KEY)
+        return {name.decode(): FeatureSet.from_text(text) for name, text in sorted(found.items())}
 
     def purge_expired(self, now):
         removed = 0
-        for name in self._redis.scan_iter(match=self._prefix + "*", count=1000):
-            expires = self._redis.hget(name, "expires_at")
-            if expires and float(expires) <= now:
-                removed += self._redis.delete(name)
+        with self._guard("write to"):
+            for name in self._redis.scan_iter(match=self._prefix + "*", count=1000):
+                latest = self._redis.zrevrange(name, 0, 0)
+                expires = json.loads(latest[0]).get("expires_at") if latest else None
+                if expires is not None and expires <= now:
+                    removed += self._redis.delete(name)
         return removed
 
     def close(self):
         self._redis.close()
 
 
-def open_online(uri: str, table: str) -> OnlineStore:
-    """The online store at ``uri`` (see the module docstring), for the FEATURES ``table``;
-    E442 for a URI that names none."""
+def _store(uri: str, name: str | None, definition: FeatureSet | None) -> OnlineStore:
     problem = online_store_problem(uri)
     if problem:
-        raise config_error(FeaturesConfig.KIND, table, E_STORE, *problem)
+        raise OnlineStore(uri, name).error(E_STORE, *problem)
     if urlparse(uri).scheme == "sqlite":
-        # sqlite:///a.db -> "a.db" (relative); sqlite:////tmp/a.db -> "/tmp/a.db"
-        return SQLiteStore(uri[len("sqlite:///"):], table)
-    return RedisStore(uri, table)
+        return SQLiteStore(uri, name, definition)
+    return RedisStore(uri, name, definition)
+
+
+def open_online(uri: str, definition: FeatureSet) -> OnlineStore:
+    """The online store at ``uri`` (see the module docstring) for writing the feature set
+    ``definition`` (created where missing); E442 for a URI that names no store, E444 when it
+    cannot be used."""
+    return _store(uri, definition.config.name, definition)
+
+
+def read_online(uri: str, name: str | None) -> OnlineStore:
+    """The online store at ``uri`` for reading the feature set ``name`` (None: to list its
+    feature sets): creates nothing; E445 where there is no store."""
+    return _store(uri, name, None)
 
 
 # ---------------------------------------------------------------- offline
@@ -201,6 +448,23 @@ def _arrow_type(hint: Any) -> pa.DataType:
     if inner is not None:
         return pa.list_(_arrow_type(inner))
     return pa.string()
+
+
+def type_name(hint: Any) -> str:
+    """A row field's type as a store records it: ``int``, ``float``, ``str``, ``bool`` or
+    ``list[...]`` (:func:`type_hint` reads it back)."""
+    hint = base_type(hint)
+    inner = getattr(hint, "inner_type", None)
+    if inner is not None:
+        return f"list[{type_name(inner)}]"
+    return hint.__name__ if hint in (int, float, str, bool) else "str"
+
+
+def type_hint(name: str) -> Any:
+    """The Python type of a :func:`type_name`."""
+    if name.startswith("list[") and name.endswith("]"):
+        return Sequence[type_hint(name[5:-1])]
+    return {"int": int, "float": float, "bool": bool}.get(name, str)
 
 
 def arrow_schema(fields: Sequence[tuple[str, Any]]) -> pa.Schema:

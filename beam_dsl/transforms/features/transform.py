@@ -55,10 +55,12 @@ from beam_dsl.transforms.common.rows import (
 )
 from beam_dsl.transforms.common.runner_compat import by_runner, select
 from beam_dsl.transforms.common.spec import SpecTransform
+from beam_dsl.transforms.features.asof import AsOf, ms_of
 from beam_dsl.transforms.features.panes import (
     FeaturePlan,
     Panes,
     entity_key,
+    entity_texts,
     merge,
     panes_of,
     prepare,
@@ -66,9 +68,11 @@ from beam_dsl.transforms.features.panes import (
 )
 from beam_dsl.transforms.features.stores import (
     STORE_ROW_TYPE,
-    StoreRecord,
+    EntityRows,
+    FeatureSet,
     arrow_schema,
     open_online,
+    type_name,
     write_offline,
 )
 
@@ -265,8 +269,32 @@ class _StreamWindows(beam.DoFn):
 # ---------------------------------------------------------------- outputs
 
 
+def _read_lists_once() -> None:
+    """Beam 2.77 hands a batch to a consumer of another batch type as
+    ``consumer_converter.produce_batch(producer_converter.explode_batch(batch))``: the
+    exploded rows are a generator, and the pyarrow converter reads its argument once per
+    column, so every column but the first comes out empty (``ArrowInvalid: Column 1 named
+    window_start expected length N but got length 0``): ComputeFeatures' pandas batches into
+    WriteToParquet (or any Arrow-batch consumer) crashed. The pyarrow converter is made to
+    read the rows into a list first, as the pandas one does."""
+    from apache_beam.typehints.arrow_type_compatibility import PyarrowBatchConverter
+
+    produce = PyarrowBatchConverter.produce_batch
+    if getattr(produce, "reads_once", False):
+        return
+
+    def produce_batch(self, elements):
+        return produce(self, elements if isinstance(elements, list) else list(elements))
+
+    produce_batch.reads_once = True
+    PyarrowBatchConverter.produce_batch = produce_batch
+
+
+_read_lists_once()
+
+
 class _FrameBatches(beam.DoFn):
-    """Window-row frames -> Beam batches of the output schema (no per-row work)."""
+    """Frames -> Beam batches of the output schema (no per-row work)."""
 
     def __init__(self, output_type: Any):
         self._type = output_type
@@ -283,32 +311,55 @@ class _FrameBatches(beam.DoFn):
 
 
 class _FrameRows(beam.DoFn):
-    """Window-row frames -> ``beam.Row`` s (for runners without batched DoFns)."""
+    """Frames -> ``beam.Row`` s (for runners without batched DoFns)."""
 
     def process(self, element):
         for record in json_records(element[1]):
             yield beam.Row(**record)
 
 
-class _WriteOnline(beam.DoFn):
-    """Upserts each entity's latest row of a frame into the online store."""
+def frame_output(pcoll: beam.PCollection, frames: beam.PCollection, output_type: Any,
+                 label: str) -> beam.PCollection:
+    """``(tag, frame)`` pairs -> rows of ``output_type``: Beam batches where the runner runs
+    them, else ``beam.Row`` s."""
+    return frames | label >> by_runner(
+        pcoll,
+        batched=lambda: beam.ParDo(_FrameBatches(output_type)),
+        portable=lambda: beam.ParDo(_FrameRows()).with_output_types(output_type),
+    )
 
-    def __init__(self, uri: str, plan: FeaturePlan):
-        self._uri, self._plan = uri, plan
+
+def entity_tails(frame: pd.DataFrame, rule: AsOf) -> list[EntityRows]:
+    """The rows of a frame the online store keeps (:meth:`AsOf.kept`), per entity."""
+    if not len(frame):
+        return []
+    codes = pd.factorize(entity_texts(frame, rule.entity))[0].astype(np.int64)
+    ends = ms_of(frame["window_end"])
+    keep = rule.kept(codes, ends)
+    order = np.lexsort((ends[keep], codes[keep]))
+    records = json_records(frame[keep].iloc[order])
+    owners = codes[keep][order]
+    out: list[EntityRows] = []
+    for i, record in enumerate(records):
+        if i == 0 or owners[i] != owners[i - 1]:
+            out.append(EntityRows(entity_key({c: record[c] for c in rule.entity}), []))
+        out[-1].rows.append(record)
+    return out
+
+
+class _WriteOnline(beam.DoFn):
+    """Merges the rows each entity's as-of answers need into the online store."""
+
+    def __init__(self, uri: str, definition: FeatureSet):
+        self._uri, self._definition = uri, definition
 
     def setup(self):
-        self._store = open_online(self._uri, self._plan.name)
+        self._rule = AsOf.of(self._definition.config)
+        self._store = open_online(self._uri, self._definition)
 
     def process(self, element):
-        frame = element[1]
-        latest = frame.sort_values("window_end", kind="stable").drop_duplicates(
-            self._plan.entity, keep="last")
-        records = [
-            StoreRecord(_key_of(r, self._plan.entity), r["window_end"], r.get("expires_at"), r)
-            for r in json_records(latest)
-        ]
-        self._store.upsert(records)
-        yield beam.Row(target=self._uri, rows=len(records))
+        written = self._store.write(entity_tails(element[1], self._rule), self._rule.longest_ms)
+        yield beam.Row(target=self._uri, rows=written)
 
     def teardown(self):
         store = getattr(self, "_store", None)
@@ -365,21 +416,17 @@ class ComputeFeatures(SpecTransform):
                 batched=lambda: _batched(pcoll, plan, config.shards),
                 portable=lambda: _portable(pcoll, plan, config.shards),
             )
-        output_type = row_type(plan.output_fields())
-        main = frames | "Rows" >> by_runner(
-            pcoll,
-            batched=lambda: beam.ParDo(_FrameBatches(output_type)),
-            portable=lambda: beam.ParDo(_FrameRows()).with_output_types(output_type),
-        )
+        columns = plan.output_fields()
+        main = frame_output(pcoll, frames, row_type(columns), "Rows")
         errors.element_type = ERROR_ROW_TYPE
         outputs = {"main": main, "errors": errors}
         if config.online:
+            definition = FeatureSet(config, tuple((n, type_name(t)) for n, t in columns))
             outputs["online"] = frames | "Online" >> beam.ParDo(
-                _WriteOnline(config.online, plan)).with_output_types(STORE_ROW_TYPE)
+                _WriteOnline(config.online, definition)).with_output_types(STORE_ROW_TYPE)
         if config.offline:
             outputs["offline"] = frames | "Offline" >> beam.ParDo(
-                _WriteOffline(config.offline, plan.output_fields())
-            ).with_output_types(STORE_ROW_TYPE)
+                _WriteOffline(config.offline, columns)).with_output_types(STORE_ROW_TYPE)
         return outputs
 
 

@@ -41,6 +41,12 @@ def _variables(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not '{text}'")
+    return int(text)
+
+
 def _report(diagnostics: list[Diagnostic], fmt: str, out: TextIO) -> None:
     diagnostics = sorted(
         diagnostics,
@@ -103,13 +109,13 @@ def cmd_compile(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     pipeline = _pipeline_file(args)
-    from beam_dsl.runner import run_pipeline
+    from beam_dsl.runner import run_pipeline, worker_options
 
     summary = run_pipeline(
         pipeline,
         runner=args.runner,
         variables=_variables(args.var),
-        beam_args=args.beam_args,
+        beam_args=[*args.beam_args, *worker_options(args.workers)],
         dask_address=args.dask_address,
         progress=None if args.quiet else sys.stderr,
     )
@@ -194,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Dask scheduler address for DaskRunner (default: a local cluster)",
     )
     run.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    run.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="processes for TRAIN's fits (default: one per core, for TRAINs with enough rows)",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     run.set_defaults(func=cmd_run)
 

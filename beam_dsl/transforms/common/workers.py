@@ -33,6 +33,7 @@ from beam_dsl.transforms.common import torch_guard
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 _SERVER = threading.Lock()  # held while the fork server is being started
+_started: list[bool] = []  # [True] once this process started its fork server
 
 
 def cores() -> int:
@@ -50,13 +51,19 @@ def start_server(preload: Sequence[str]) -> None:
     (:mod:`~beam_dsl.transforms.common.torch_guard`), the server does too.
     """
     with _SERVER:
-        if forkserver._forkserver._forkserver_pid is not None:
+        if _started:
             return
         modules = list(preload)
         if torch_guard.hidden():
             modules.insert(0, "beam_dsl.transforms.common.no_torch")
         _CONTEXT.set_forkserver_preload(modules)
         forkserver.ensure_running()
+        _started.append(True)
+
+
+def server_started() -> bool:
+    """Whether this process started its fork server (workers start in milliseconds)."""
+    return bool(_started)
 
 
 class NotShippable(Exception):
@@ -73,9 +80,20 @@ def _run(payload: bytes) -> Any:
     return fn(*args)
 
 
-def _exit_with_parent(lifeline: Any) -> None:
-    """A worker's initializer: the worker exits at once when ``lifeline`` (the read end of
-    a pipe whose write end only the pool's process holds) reaches its end."""
+# Native thread pools a worker sizes (unless the environment sizes them already).
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _init_worker(lifeline: Any, threads: int) -> None:
+    """A worker's initializer.
+
+    The worker exits at once when ``lifeline`` (the read end of a pipe whose
+    write end only the pool's process holds) reaches its end. Native thread
+    pools (OpenMP, BLAS) get ``threads`` threads, so that N workers of an
+    estimator that uses them (HistGradientBoosting, LightGBM, XGBoost) share
+    the cores instead of running N x cores threads; an environment that sets
+    them decides instead.
+    """
 
     def watch() -> None:
         try:
@@ -85,6 +103,11 @@ def _exit_with_parent(lifeline: Any) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="beam_dsl-lifeline", daemon=True).start()
+    if not any(name in os.environ for name in _THREAD_VARIABLES):
+        os.environ.update(dict.fromkeys(_THREAD_VARIABLES, str(threads)))
+        from threadpoolctl import threadpool_limits  # scikit-learn's; for pools loaded already
+
+        threadpool_limits(threads)
 
 
 class WorkerPool:
@@ -101,8 +124,9 @@ class WorkerPool:
     def __init__(self, workers: int, preload: Sequence[str]):
         start_server(preload)
         lifeline, self._lifeline = _CONTEXT.Pipe(duplex=False)
+        threads = max(1, cores() // workers)
         self._executor = ProcessPoolExecutor(
-            workers, mp_context=_CONTEXT, initializer=_exit_with_parent, initargs=(lifeline,)
+            workers, mp_context=_CONTEXT, initializer=_init_worker, initargs=(lifeline, threads)
         )
         self.workers = workers
 

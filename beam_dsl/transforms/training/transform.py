@@ -12,9 +12,10 @@ fast as a hand-written pandas script (benchmarks/bench_training.py):
 3. **Fit**: each key's rows are split (holdout), encoded, fitted, scored and
    gated (:func:`beam_dsl.transforms.training.fit.fit_key`) in worker processes
    (:mod:`beam_dsl.transforms.common.workers`: one per core, or ``--workers``,
-   or the ``fit_workers`` option; a run left to itself fits in line until
-   :data:`POOL_MIN_ROWS` rows came, as starting workers costs more than it
-   saves on less); this process writes the promoted models into the run's
+   or the ``fit_workers`` option; a run left to itself uses them only where
+   they pay: from the first key after reading :data:`SERVER_AFTER_ROWS` rows,
+   else after :data:`POOL_AFTER_S` of fitting in line); this process writes
+   the promoted models into the run's
    staging folder (:func:`~beam_dsl.transforms.training.fit.save_key`).
 4. **Manifest**: once every key is done, one manifest beside the models
    records them all; only then are the per-key rows emitted on ``main`` and
@@ -111,10 +112,14 @@ COUNTER_NAMESPACE = "beam_dsl"
 E_WORKER = "E436"
 # Fit jobs queued per worker process before Fit waits for the oldest (bounds memory).
 QUEUED_PER_WORKER = 2
-# Left to itself (no --workers), Fit fits keys in line until it has seen this many
-# rows, and hands the rest to worker processes: on less, waiting for them (their fork
-# server imports pandas and scikit-learn: ~1.5 s of a core) costs more than it saves.
-POOL_MIN_ROWS = 50_000
+# Left to itself (no --workers), Fit fits keys in line and hands them to worker processes
+# once fitting in line has taken this long: less work does not repay starting them (their
+# fork server imports pandas and scikit-learn: ~1.5 s of a core). It starts the server
+# half-way there, so that the server imports while keys are still being fitted.
+POOL_AFTER_S = 3.0
+# ... unless the server runs already: Prepare starts it once it has read this many rows
+# (so that it imports while the rest is read), and Fit then uses workers from its first key.
+SERVER_AFTER_ROWS = 500_000
 
 _LOG = logging.getLogger(__name__)
 
@@ -261,11 +266,12 @@ def _plain(value: Any) -> Any:
 
 
 class _PrepareFrames(FrameDoFn):
-    """Frames of rows -> one ``keyed`` (key, frame) per key and bundle, ``errors`` rows and
-    the bundle's ``labels`` (Fn API runners: batches in, finish_bundle outputs).
+    """Frames of rows -> one ``keyed`` (key, [frame]) per key and bundle, ``errors`` rows
+    and the bundle's ``labels`` (Fn API runners: batches in, finish_bundle outputs).
 
-    Where Fit may use worker processes, their fork server starts here, so that
-    it imports what fits need while rows are read."""
+    Where Fit will (``processes`` > 1) or may (None, after :data:`SERVER_AFTER_ROWS`
+    rows) use worker processes, their fork server starts here, so that it imports
+    what fits need while rows are still being read."""
 
     def __init__(self, plan: Plan, processes: int | None):
         super().__init__(plan.columns)
@@ -274,23 +280,34 @@ class _PrepareFrames(FrameDoFn):
 
     def setup(self) -> None:
         self._counters = _Counters(self._plan.config.name)
-        if (self._processes or workers.cores()) > 1:
+        self._rows = 0
+        if self._processes is not None and self._processes > 1:
             workers.start_server(self._plan.worker_modules())
 
     def start_bundle(self) -> None:
         super().start_bundle()
-        self._parts: dict[tuple[BoundedWindow, tuple], list[pd.DataFrame]] = defaultdict(list)
+        self._typed: dict[BoundedWindow, list[pd.DataFrame]] = defaultdict(list)
         self._labels: dict[BoundedWindow, set] = defaultdict(set)
 
     def process_frame(self, frame: pd.DataFrame, window: BoundedWindow) -> Iterator[Any]:
+        self._rows += len(frame)
+        due = self._rows - len(frame) < SERVER_AFTER_ROWS <= self._rows
+        if self._processes is None and due and workers.cores() > 1:
+            workers.start_server(self._plan.worker_modules())
         typed = yield from _prepare(self._plan, frame, self._counters)
         self._labels[window].update(_labels(self._plan, typed))
-        for key, part in _by_key(self._plan, typed):
-            self._parts[(window, key)].append(part)
+        self._typed[window].append(typed)
 
     def finish_frames(self) -> Iterator[tuple[Any, BoundedWindow]]:
-        for (window, key), parts in self._parts.items():
-            yield _tagged("keyed", (key, parts)), window
+        # One split of the bundle's rows by key, not one per frame: a frame per key
+        # and frame would be 500 keys x 200 frames of 10,000 rows = 100,000 tiny frames
+        # to pickle through the GroupByKey for 2 million rows.
+        for window in list(self._typed):
+            frames = self._typed.pop(window)
+            typed = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+            del frames
+            for key, part in _by_key(self._plan, typed):
+                yield _tagged("keyed", (key, [part])), window
         for window, labels in self._labels.items():
             yield _tagged("labels", labels), window
 
@@ -327,9 +344,9 @@ class _PrepareGroups(beam.DoFn):
 class _Fit(beam.DoFn):
     """Fits each key's model, in this process or in worker processes
     (:class:`~beam_dsl.transforms.common.workers.WorkerPool`): ``processes`` 1 fits in
-    line, N > 1 in N workers, None in one worker per core once :data:`POOL_MIN_ROWS`
-    rows came (the keys before, in line). Results leave in the
-    order keys came in, in their key's window; this process writes the models
+    line, N > 1 in N workers, None in one worker per core where it pays
+    (:meth:`_pool_due`). Results leave in the order keys came in, in their
+    key's window; this process writes the models
     (:func:`~beam_dsl.transforms.training.fit.save_key`), workers only fit them."""
 
     def __init__(self, plan: Plan, processes: int | None):
@@ -341,7 +358,7 @@ class _Fit(beam.DoFn):
         self._estimator = self._plan.make_estimator()
         self._pool: workers.WorkerPool | None = None
         self._in_line = (self._processes or workers.cores()) == 1
-        self._rows = 0
+        self._in_line_s = 0.0  # spent fitting in line
 
     def start_bundle(self) -> None:
         # (the fit's arguments, its job, whether a worker fits it, its key's window)
@@ -350,7 +367,6 @@ class _Fit(beam.DoFn):
     def process(self, element, window=beam.DoFn.WindowParam, classes=()):
         key, parts = element
         frames = [frame for bundle_frames in parts for frame in bundle_frames]
-        self._rows += sum(len(frame) for frame in frames)
         args = (self._plan, self._estimator, key, frames, _union(classes))
         self._pending.append((args, *self._start(args), window))
         limit = QUEUED_PER_WORKER * (self._pool.workers if self._pool else 1)
@@ -374,18 +390,29 @@ class _Fit(beam.DoFn):
                 return pool.submit(fit_key, *args), True
             except workers.NotShippable as e:
                 self._fit_in_line(e)
+        start = time.monotonic()
         done: Future = Future()
         done.set_result(fit_key(*args))
+        self._in_line_s += time.monotonic() - start
         return done, False
 
     def _worker_pool(self) -> workers.WorkerPool | None:
-        """The pool to send the next key to, started when it is first due; None: in line."""
-        if self._pool is None and not self._in_line and (
-            self._processes is not None or self._rows >= POOL_MIN_ROWS
-        ):
+        """The pool for the next key (started when first due), or None: fit it in line."""
+        if self._pool is None and not self._in_line and self._pool_due():
             processes = self._processes or workers.cores()
             self._pool = workers.WorkerPool(processes, self._plan.worker_modules())
         return None if self._in_line else self._pool
+
+    def _pool_due(self) -> bool:
+        """Whether keys go to workers from now on: always for a set number of processes;
+        left to itself, from the first key where the fork server runs already (Prepare
+        found the data large), else once fitting in line has taken :data:`POOL_AFTER_S`
+        (the server starts half-way)."""
+        if self._processes is not None or (not self._in_line_s and workers.server_started()):
+            return True
+        if self._in_line_s >= POOL_AFTER_S / 2:
+            workers.start_server(self._plan.worker_modules())
+        return self._in_line_s >= POOL_AFTER_S
 
     def _fit_in_line(self, why: Exception) -> None:
         """Fits the keys still to come in this process (the job cannot go to a worker)."""

@@ -123,11 +123,12 @@ class Plan:
     def worker_modules(self) -> tuple[str, ...]:
         """What fitting this plan's keys imports: a worker process's fork server loads it
         once for all workers (:mod:`beam_dsl.transforms.common.workers`)."""
-        serializer = "skops.io" if self.config.save_to.endswith(modelstore.SKOPS_SUFFIXES) else (
-            "joblib")
+        save_to = self.config.save_to
+        serializer = ("skops.io",) if save_to.endswith(modelstore.SKOPS_SUFFIXES) else (
+            ("joblib",) if save_to.endswith(".joblib") else ())
         estimator = self.config.estimator.callable.rpartition(".")[0]
         return (__name__, "sklearn.compose", "sklearn.pipeline", "sklearn.preprocessing",
-                "sklearn.metrics", estimator, serializer)
+                "sklearn.metrics", estimator, *serializer)
 
     def manifest_header(self) -> dict[str, Any]:
         c = self.config
@@ -151,6 +152,10 @@ def _parse(values: pd.Series, to: type) -> tuple[pd.Series, pd.Series, pd.Series
     """``values`` read as ``to``: (parsed values, missing mask, unparsable mask or None)."""
     missing = values.isna()
     if to is str:
+        if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in (
+            "string", "empty"
+        ):
+            return values, missing, None  # text already (a CSV's text column)
         text = values.astype(object)
         if not isinstance(values.dtype, pd.StringDtype):  # numbers in a text column
             text = text.where(missing, values.astype(str))
@@ -186,10 +191,13 @@ def prepare_frame(plan: Plan, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Ser
         nonlocal reasons
         parsed, missing, bad = _parse(frame[column], to)
         typed[column] = parsed
+        has_missing, has_bad = missing.any(), bad is not None and bad.any()
+        if not (has_missing or has_bad):  # most columns of most frames
+            return
         free = reasons.isna()
-        if missing.any():
+        if has_missing:
             reasons = reasons.mask(free & missing, f"missing {what} '{column}'")
-        if bad is not None and bad.any():
+        if has_bad:
             shown = frame[column].astype(str).map(repr)
             why = np.where(np.isinf(pd.to_numeric(parsed, errors="coerce")),
                            f"not a finite number: {what} '{column}': ",

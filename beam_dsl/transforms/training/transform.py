@@ -432,7 +432,8 @@ class _Fit(beam.DoFn):
         except BrokenProcessPool as e:
             raise self._plan.config.error(
                 E_WORKER, f"a worker process fitting key {list(args[2])} died ({e})",
-                hint="a worker killed, most often for memory: run with --workers 1, or fewer",
+                hint="workers die most often for lack of memory: run with fewer --workers "
+                "(1 fits in the run's own process)",
             ) from None
         return windowed(self._count(save_key(self._plan, result)), window)
 

@@ -3,7 +3,7 @@ the holdout split, fitting, scoring, gating and saving one key's model.
 
 :mod:`beam_dsl.transforms.training.transform` wires these into a Beam
 pipeline; they are plain functions over pandas frames so that they can be
-tested, profiled and run on a thread pool on their own. Metrics and encoders
+tested, profiled and run in worker processes on their own. Metrics and encoders
 are their families' (:mod:`~beam_dsl.transforms.training.metrics`,
 :mod:`~beam_dsl.transforms.training.encoders`). Semantics are described in
 :mod:`beam_dsl.transforms.training.transform`.

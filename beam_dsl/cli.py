@@ -59,6 +59,12 @@ def _variables(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not '{text}'")
+    return int(text)
+
+
 def _report(diagnostics: list[Diagnostic], fmt: str, out: TextIO) -> None:
     diagnostics = sorted(
         diagnostics,
@@ -126,13 +132,13 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     if args.test:  # stock Beam YAML's `main --test`
         return _cmd_test(args, out)
     with run_logging(args.verbose):  # before Beam is imported: it logs while importing
-        from beam_dsl.runner import run_pipeline
+        from beam_dsl.runner import run_pipeline, worker_options
 
         summary = run_pipeline(
             pipeline,
             runner=args.runner,
             variables=_variables(args),
-            beam_args=args.beam_args,
+            beam_args=[*args.beam_args, *worker_options(args.workers)],
             dask_address=args.dask_address,
             progress=None if args.quiet else sys.stderr,
         )
@@ -375,6 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Dask scheduler address for DaskRunner (default: a local cluster)",
     )
     _add_variables(run)
+    run.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="processes for TRAIN's fits (default: one per core, for TRAINs with enough rows)",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     run.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log lines")
     run.add_argument("--test", "--tests", action="store_true", help="run the tests: (as test)")

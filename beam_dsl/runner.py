@@ -37,6 +37,7 @@ from beam_dsl.diagnostics import DiagnosticError
 from beam_dsl.dsl.compiler import Compilation, compile_pipeline
 from beam_dsl.dsl.yamlfile import load_schema
 from beam_dsl.transforms.common.rows import schema_fields
+from beam_dsl.transforms.common.torch_guard import NoTorch
 from beam_dsl.vocabulary import family
 
 COUNTER_NAMESPACE = "beam_dsl"
@@ -257,34 +258,18 @@ def _may_need_torch(compilation: Compilation) -> bool:
     )
 
 
-class _NoTorch:
-    """A meta path finder that makes ``import torch`` raise ImportError."""
-
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ModuleNotFoundError("torch is not loaded while Beam YAML builds this pipeline")
-        return None
-
-
 @contextlib.contextmanager
 def _torch_hidden(hide: bool) -> Iterator[None]:
-    """Makes ``import torch`` fail while a pipeline that needs no torch is built and run.
-
-    Where torch is installed, Beam YAML's ML providers import it (2-3 s of a
-    run's start-up here) and so does skops, through scikit-learn's array-API
-    shim (1-2 s more, in TRAIN's first save); both skip it on ImportError. (A
-    finder, not ``sys.modules["torch"] = None``: scipy takes a None entry for a
-    loaded module.)
-    """
+    """Makes ``import torch`` fail while a pipeline that needs no torch is built and run
+    (:mod:`beam_dsl.transforms.common.torch_guard` says why)."""
     if not hide or "torch" in sys.modules:
         yield
         return
-    sys.meta_path.insert(0, _NoTorch)
+    sys.meta_path.insert(0, NoTorch)
     try:
         yield
     finally:
-        sys.meta_path.remove(_NoTorch)
+        sys.meta_path.remove(NoTorch)
 
 
 _IN_PROCESS = ("FnApiRunner", "InProcess", "in-process")
@@ -409,6 +394,12 @@ def _pipeline_hints(pipeline: beam.Pipeline, spec: dict) -> None:
     if hints:
         parsed = resources.parse_resource_hints(SafeLineLoader.strip_metadata(hints))
         pipeline._current_transform().resource_hints.update(parsed)
+
+
+def worker_options(workers: int | None) -> list[str]:
+    """``run --workers N`` as Beam pipeline options (read by the transforms:
+    :class:`beam_dsl.transforms.common.runner_compat.WorkerOptions`); none when not given."""
+    return [] if workers is None else [f"--beam_dsl_workers={workers}"]
 
 
 def run_pipeline(

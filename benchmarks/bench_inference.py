@@ -28,22 +28,35 @@ batch-size-1 variants run once (they take minutes). The table shows wall and
 CPU seconds; the ratios use CPU seconds, which other work on a shared machine
 disturbs far less than wall time. ``--save`` writes the table to
 benchmarks/results/inference.md.
+
+``--cli`` measures job (a) as a user runs it instead (default 120,000 rows):
+each variant is a fresh process, timed from start to exit with every
+process it starts (benchmarks/measure.py): ``python -m beam_dsl run`` on a
+pipeline.yaml (ReadFromCsv -> MODEL -> WriteToJson), the same in Beam's
+multi-process mode (two SDK worker processes: the way to spread a MODEL over
+cores on the in-process runner), and a hand-written script with the batched
+DoFn (ReadFromCsv -> BatchElements -> DoFn -> WriteToJson) loading the
+joblib file, or the skops file as beam_dsl does. The variants run
+interleaved; each must write every row with the same predictions.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import glob
 import os
-import platform
+import shutil
 import statistics
 import sys
 import time
+import typing
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
+import measure
 import numpy as np
 import pandas as pd
 
@@ -249,26 +262,140 @@ def batched_dofn(chain: bool):
     )
 
 
+# ---------------------------------------------------------------- whole processes (--cli)
+
+CLI_PIPELINE = """specs: [bench.bdsl]
+pipeline:
+  type: composite
+  transforms:
+    - {type: ReadFromCsv, name: data, config: {path: data.csv}}
+    - {type: first, input: data}
+    - {type: WriteToJson, input: first, config: {path: out/beam_dsl/scored}}
+"""
+
+CLI_VARIANTS = {
+    "beam_dsl": "beam_dsl: `python -m beam_dsl run pipeline.yaml`",
+    "beam_dsl_beam_processes": "beam_dsl, Beam's multi-process mode (2 SDK worker processes)",
+    "by_hand": "batched DoFn script, joblib model",
+    "by_hand_skops": "batched DoFn script, skops model (as beam_dsl loads it)",
+}
+
+
+# The hand-written pipeline's output rows: the input's fields and the prediction.
+Scored = typing.NamedTuple("Scored", [("id", int), *[(f, float) for f in FEATURES], ("a", int)])
+
+
+def by_hand(model: str, out: str) -> None:
+    """The hand-written pipeline, in this process: ReadFromCsv -> BatchElements -> a DoFn
+    predicting each batch -> WriteToJson."""
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    beam.coders.registry.register_coder(Scored, beam.coders.RowCoder)
+
+    class Predict(beam.DoFn):
+        def setup(self):
+            if model.endswith(".skops"):
+                import skops.io
+
+                self.model = skops.io.load(model, trusted=skops.io.get_untrusted_types(
+                    file=model))
+            else:
+                import joblib
+
+                self.model = joblib.load(model)
+
+        def process(self, batch):
+            x = np.array([[getattr(r, f) for f in FEATURES] for r in batch])
+            for row, a in zip(batch, self.model.predict(x).tolist(), strict=True):
+                yield Scored(*row, a)
+
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        _ = (
+            p
+            | beam.io.ReadFromCsv(os.path.join(WORK, "data.csv"))
+            | beam.BatchElements(min_batch_size=BATCH, max_batch_size=BATCH)
+            | beam.ParDo(Predict()).with_output_types(Scored)
+            | beam.io.WriteToJson(out)
+        )
+
+
+def _scored(variant: str) -> tuple[int, int]:
+    """(rows, sum of predictions) a variant wrote."""
+    rows = total = 0
+    for path in glob.glob(os.path.join(WORK, "out", variant, "scored*")):
+        frame = pd.read_json(path, lines=True)
+        rows, total = rows + len(frame), total + int(frame["a"].sum())
+    return rows, total
+
+
+def cli(rows: int, repeats: int) -> str:
+    """Job (a) as whole processes: the table."""
+    prepare(rows)
+    with open(os.path.join(WORK, "pipeline.yaml"), "w") as f:
+        f.write(CLI_PIPELINE)
+    commands = {
+        "beam_dsl": measure.python("-m", "beam_dsl", "run", "-q", "pipeline.yaml"),
+        "beam_dsl_beam_processes": measure.python(
+            "-m", "beam_dsl", "run", "-q", "pipeline.yaml", "--direct_num_workers=2",
+            "--direct_running_mode=multi_processing"),
+        "by_hand": measure.python(__file__, "--by-hand", "first.joblib"),
+        "by_hand_skops": measure.python(__file__, "--by-hand", "first.skops"),
+    }
+    load_before = measure.loads()
+    runs: dict[str, list] = {v: [] for v in commands}
+    checks = set()
+    for _ in range(repeats):
+        for variant, command in commands.items():
+            shutil.rmtree(os.path.join(WORK, "out"), ignore_errors=True)
+            done = measure.run(command, cwd=WORK)
+            if done.returncode != 0:
+                raise SystemExit(f"{variant} failed:\n{done.stderr}")
+            output = "beam_dsl" if variant.startswith("beam_dsl") else "by_hand"
+            checks.add(_scored(output))
+            runs[variant].append(done)
+            print(f"{variant:24} wall {done.wall:6.2f}s cpu {done.cpu:6.2f}s "
+                  f"{done.rss_mb:5.0f} MB (load {measure.loads()})", flush=True)
+    if len(checks) != 1 or next(iter(checks))[0] != rows:
+        raise SystemExit(f"the variants disagree: {checks}")
+    wall = {v: statistics.median(r.wall for r in runs[v]) for v in commands}
+    cpu = {v: statistics.median(r.cpu for r in runs[v]) for v in commands}
+    lines = [
+        f"{rows:,} rows, one model (job (a)); median of {repeats} runs, interleaved; "
+        f"{datetime.datetime.now():%Y-%m-%d %H:%M}; {measure.machine()}; load average "
+        f"(1/5/15 min) {load_before} before, {measure.loads()} after",
+        "",
+        "| variant | wall s | CPU s | peak memory (MB) | wall / DoFn (joblib) "
+        "| CPU / DoFn (joblib) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for v in commands:
+        memory = statistics.median(r.rss_mb for r in runs[v])
+        lines.append(f"| {CLI_VARIANTS[v]} | {wall[v]:.2f} | {cpu[v]:.2f} | {memory:.0f} "
+                     f"| {wall[v] / wall['by_hand']:.2f} | {cpu[v] / cpu['by_hand']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------- the table
-
-
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    python = platform.python_version()
-    return f"{cpu}, {os.cpu_count()} cores, Python {python}, Beam {beam.__version__}"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--rows", type=int, help="default: 100,000; 120,000 with --cli")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cli", action="store_true", help="whole processes (see above)")
     parser.add_argument("--save", action="store_true", help=f"write {RESULTS}")
+    parser.add_argument("--by-hand", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.by_hand:
+        by_hand(os.path.join(WORK, args.by_hand), os.path.join(WORK, "out", "by_hand", "scored"))
+        return
+    if args.cli:
+        table = cli(args.rows or 120_000, args.repeats)
+        print(table)
+        if args.save:
+            save(CLI_SECTION, table, argv)
+        return
+    args.rows = args.rows or 100_000
     # The models are fitted on arrays (as Beam's numpy handler feeds them); beam_dsl
     # feeds frames, which scikit-learn accepts with a warning.
     warnings.filterwarnings("ignore", message="X has feature names")
@@ -320,23 +447,38 @@ def main(argv: list[str] | None = None) -> None:
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     header = (
-        f"{stamp}; {_machine()}; load average at the end {load}\n"
+        f"{stamp}; {measure.machine()}, Beam {beam.__version__}; load average at the end {load}\n"
         f"{args.rows:,} rows; median of {args.repeats} runs (batch-1 variants: one run); "
         "ratios on CPU time\n"
         "Goals: beam_dsl >= 10x faster than RunInference batch 1, and within 1.1x of the "
         "batched DoFn.\n"
     )
-    table = header + "\n" + "\n".join(lines) + "\n"
+    table = header + "\n" + "\n".join(lines) + "\n" + NOTES
     print()
     print(table)
     if args.save:
-        os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-        with open(RESULTS, "w") as f:
-            f.write("# Inference benchmark (benchmarks/bench_inference.py)\n\n")
-            command = " ".join(["python benchmarks/bench_inference.py", *(argv or sys.argv[1:])])
-            f.write(f"```\n{command}\n```\n\n")
-            f.write(table)
-            f.write(NOTES)
+        save(IN_PROCESS_SECTION, table, argv)
+
+
+IN_PROCESS_SECTION = "Transforms in one process"
+CLI_SECTION = "Whole processes: `beam_dsl run` against a hand-written script (--cli)"
+
+
+def save(title: str, text: str, argv: list[str] | None) -> None:
+    """Writes ``text`` under ``## <title>`` in RESULTS, keeping the other section."""
+    sections: dict[str, str] = {}
+    if os.path.exists(RESULTS):
+        with open(RESULTS) as f:
+            for block in f.read().split("\n## ")[1:]:
+                name, _, body = block.partition("\n")
+                sections[name.strip()] = body.strip()
+    command = " ".join(["python benchmarks/bench_inference.py", *(argv or sys.argv[1:])])
+    sections[title] = f"```\n{command}\n```\n\n{text.strip()}"
+    body = "\n\n".join(f"## {t}\n\n{sections[t]}" for t in (IN_PROCESS_SECTION, CLI_SECTION)
+                        if t in sections)
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS, "w") as f:
+        f.write(f"# Inference benchmark (benchmarks/bench_inference.py)\n\n{body}\n")
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ TRAIN by_education
 @pytest.fixture(scope="module")
 def trained(census, tmp_path_factory):
     path, _ = census
-    return train(tmp_path_factory.mktemp("trained"), SPEC, path, fit_threads=2)
+    return train(tmp_path_factory.mktemp("trained"), SPEC, path, fit_workers=2)
 
 
 def test_models_are_saved_and_reload_and_predict(trained, census):
@@ -223,7 +223,7 @@ def test_holdout_and_models_do_not_depend_on_row_order_or_batching(trained, cens
         beam.Row(**{k: (None if pd.isna(v) else v) for k, v in record.items()})
         for record in subset.to_dict("records")
     ]
-    again = train(tmp_path, SPEC, rows, fit_threads=1)
+    again = train(tmp_path, SPEC, rows, fit_workers=1)
     assert again["counters"]["rows_in"] == len(rows)
     first = {r["education"]: r for r in trained["main"]}
     for row in again["main"]:
@@ -488,14 +488,14 @@ def test_train_config_reads_its_own_json_and_builds_the_transform():
     assert list(inspect.signature(TrainModels).parameters) == [
         "name", "per", "where", "features", "features_except", "label", "estimator", "encode",
         "holdout", "seed", "metrics", "min_rows", "gate", "save_to", "resource_hints",
-        "fit_threads",
+        "fit_workers",
     ]
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"fit_thread": 2}, "unknown key 'fit_thread'; did you mean 'fit_threads'?"),
+        ({"fit_worker": 2}, "unknown key 'fit_worker'; did you mean 'fit_workers'?"),
         ({"holdout": "20%"}, "'holdout' must be a number, not '20%'"),
         ({"per": "k"}, "'per' must be a list, not 'k'"),
         ({"estimator": {"class": "x.Y"}}, "unknown key 'estimator.class'"),
@@ -519,7 +519,7 @@ def test_train_config_json_mistakes_are_e400(change, message):
         ({"save_to": "models/{key}/../m.skops"}, "has '..' after {key}"),
         ({"holdout": 1}, "HOLDOUT 1.0 is not in [0, 1)"),
         ({"min_rows": 0}, "MIN ROWS 0 is not at least 1"),
-        ({"fit_threads": -1}, "fit_threads -1 is negative"),
+        ({"fit_workers": -1}, "fit_workers -1 is negative"),
         ({"encode": {"bucket": ["a"]}}, "unknown encoder 'bucket'"),
         ({"encode": {"onehot": ["b"], "scale": ["b"]}}, "names 'b' twice (onehot and scale)"),
         ({"encode": {"scale": ["c"]}}, "ENCODE names 'c', which is not a feature"),

@@ -74,7 +74,7 @@ class TrainConfig(Config):
     gate: Expr | None
     save_to: str
     resource_hints: dict[str, str] = optional(default_factory=dict)
-    fit_threads: int = runtime(0)
+    fit_workers: int = runtime(0)
 
     def validate(self) -> None:
         """The rules lint checks, for a config built from Python or a hand-edited file."""
@@ -91,9 +91,9 @@ class TrainConfig(Config):
             raise self.error(E_TRAIN, f"HOLDOUT {self.holdout} is not in [0, 1)")
         if self.min_rows < 1:
             raise self.error(E_TRAIN, f"MIN ROWS {self.min_rows} is not at least 1")
-        if self.fit_threads < 0:
-            raise self.error(E_TRAIN, f"fit_threads {self.fit_threads} is negative",
-                             hint="0 fits one model per CPU at once")
+        if self.fit_workers < 0:
+            raise self.error(E_TRAIN, f"fit_workers {self.fit_workers} is negative",
+                             hint="0 leaves it to the run (--workers; default: every core)")
 
     # Each returns (message, hint) for the first problem it finds, or None.
 

@@ -5,13 +5,15 @@ batched DoFns, deliver what ``finish_bundle`` emits and keep the tagged
 outputs of a multi-output ParDo apart. Beam 2.77's DaskRunner does none of
 the three (docs/RUNNERS.md). Each transform states both ways of doing its
 work and :func:`by_runner` picks one; :func:`select` and :class:`RowBatches`
-are the runner-agnostic building blocks of the portable way.
+are the runner-agnostic building blocks of the portable way. The run's own
+settings for the transforms' work live here too (:class:`WorkerOptions`).
 """
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_dsl.transforms.common.rows import rows_to_frame
 
@@ -101,3 +103,24 @@ class RowsToFrames(beam.PTransform):
             | "Batch" >> RowBatches(self._max_rows)
             | "Frame" >> beam.Map(lambda batch: rows_to_frame(batch, columns))
         )
+
+
+class WorkerOptions(PipelineOptions):
+    """beam_dsl's pipeline option for worker processes (``beam_dsl run --workers N``)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument(
+            "--beam_dsl_workers",
+            type=int,
+            default=None,
+            help="processes for the CPU-heavy steps of beam_dsl's transforms (TRAIN's fits) "
+            "on each machine: 1 runs them in line; default: every core, once a step's data "
+            "repays starting them",
+        )
+
+
+def worker_processes(pipeline: beam.Pipeline) -> int | None:
+    """``--beam_dsl_workers`` of ``pipeline``'s options, or None where the run leaves it
+    to beam_dsl."""
+    return pipeline.options.view_as(WorkerOptions).beam_dsl_workers

@@ -3,7 +3,7 @@ the holdout split, fitting, scoring, gating and saving one key's model.
 
 :mod:`beam_dsl.transforms.training.transform` wires these into a Beam
 pipeline; they are plain functions over pandas frames so that they can be
-tested, profiled and run on a thread pool on their own. Metrics and encoders
+tested, profiled and run in worker processes on their own. Metrics and encoders
 are their families' (:mod:`~beam_dsl.transforms.training.metrics`,
 :mod:`~beam_dsl.transforms.training.encoders`). Semantics are described in
 :mod:`beam_dsl.transforms.training.transform`.
@@ -11,7 +11,6 @@ are their families' (:mod:`~beam_dsl.transforms.training.metrics`,
 
 import hashlib
 import importlib
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -121,6 +120,16 @@ class Plan:
         encode = ColumnTransformer(steps, sparse_threshold=SPARSE_THRESHOLD)
         return Pipeline([("encode", encode), ("model", clone(estimator))])
 
+    def worker_modules(self) -> tuple[str, ...]:
+        """What fitting this plan's keys imports: a worker process's fork server loads it
+        once for all workers (:mod:`beam_dsl.transforms.common.workers`)."""
+        save_to = self.config.save_to
+        serializer = ("skops.io",) if save_to.endswith(modelstore.SKOPS_SUFFIXES) else (
+            ("joblib",) if save_to.endswith(".joblib") else ())
+        estimator = self.config.estimator.callable.rpartition(".")[0]
+        return (__name__, "sklearn.compose", "sklearn.pipeline", "sklearn.preprocessing",
+                "sklearn.metrics", estimator, *serializer)
+
     def manifest_header(self) -> dict[str, Any]:
         c = self.config
         return {
@@ -143,6 +152,10 @@ def _parse(values: pd.Series, to: type) -> tuple[pd.Series, pd.Series, pd.Series
     """``values`` read as ``to``: (parsed values, missing mask, unparsable mask or None)."""
     missing = values.isna()
     if to is str:
+        if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in (
+            "string", "empty"
+        ):
+            return values, missing, None  # text already (a CSV's text column)
         text = values.astype(object)
         if not isinstance(values.dtype, pd.StringDtype):  # numbers in a text column
             text = text.where(missing, values.astype(str))
@@ -178,10 +191,13 @@ def prepare_frame(plan: Plan, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Ser
         nonlocal reasons
         parsed, missing, bad = _parse(frame[column], to)
         typed[column] = parsed
+        has_missing, has_bad = missing.any(), bad is not None and bad.any()
+        if not (has_missing or has_bad):  # most columns of most frames
+            return
         free = reasons.isna()
-        if missing.any():
+        if has_missing:
             reasons = reasons.mask(free & missing, f"missing {what} '{column}'")
-        if bad is not None and bad.any():
+        if has_bad:
             shown = frame[column].astype(str).map(repr)
             why = np.where(np.isinf(pd.to_numeric(parsed, errors="coerce")),
                            f"not a finite number: {what} '{column}': ",
@@ -220,10 +236,11 @@ def split_holdout(
 def fit_key(
     plan: Plan, estimator: Any, key: tuple, frames: Sequence[pd.DataFrame], classes: Sequence[Any]
 ) -> dict[str, Any]:
-    """Trains, scores, gates and (if promoted) saves one key's model; returns its result:
-    ``key``, ``rows`` and either ``skipped`` (the reason) or ``train_rows``,
-    ``holdout_rows``, ``metrics``, ``promoted``, ``file`` (in the run's staging folder),
-    ``sha256`` and ``trusted_types``; a model that could not be saved is ``skipped``."""
+    """Trains, scores and gates one key's model; returns its result: ``key``, ``rows`` and
+    either ``skipped`` (the reason) or ``train_rows``, ``holdout_rows``, ``metrics``,
+    ``promoted``, ``file``, ``sha256``, ``trusted_types`` and, for a promoted model,
+    ``model`` (its file's bytes, in SAVE TO's format). Writes nothing, so that it can run
+    in a worker process; :func:`save_key` writes the model."""
     c = plan.config
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     result: dict[str, Any] = {"key": key, "rows": len(frame)}
@@ -240,7 +257,7 @@ def fit_key(
     result.update(train_rows=len(train), holdout_rows=len(held), metrics=scores)
     result.update(promoted=_passes_gate(c, result), file=None, sha256=None, trusted_types=[])
     if result["promoted"]:
-        result.update(_save(plan, model, key))
+        result.update(_dump(plan, model))
     return result
 
 
@@ -252,18 +269,33 @@ def _passes_gate(config: TrainConfig, result: Mapping[str, Any]) -> bool:
     return bool(expr.evaluate_scalar(config.gate, values))
 
 
-def _save(plan: Plan, model: Any, key: tuple) -> dict[str, Any]:
-    """Writes a promoted model into the run's staging folder: its ``file`` (relative to the
-    version being built), ``sha256`` and ``trusted_types``, or ``skipped`` with the reason."""
-    store = modelstore.ModelStore(plan.config.save_to)
+def _dump(plan: Plan, model: Any) -> dict[str, Any]:
+    """A promoted model's file bytes and the types skops does not trust by default in it
+    (``model`` and ``trusted_types``), or ``skipped`` with the reason."""
     try:
-        file, digest = store.save(model, plan.run, key if plan.config.per else None)
-    except (OSError, modelstore.ModelStoreError) as e:
+        data = modelstore.dump_model(model, plan.config.save_to)
+    except Exception as e:  # an estimator the format cannot hold
         return {"skipped": f"could not save the model: {type(e).__name__}: {e}"}
-    saved: dict[str, Any] = {"file": file, "sha256": digest}
-    if file.endswith(modelstore.SKOPS_SUFFIXES):
+    trusted: list[str] = []
+    if plan.config.save_to.endswith(modelstore.SKOPS_SUFFIXES):
         import skops.io
 
-        path = os.path.join(store.staging(plan.run), file)
-        saved["trusted_types"] = sorted(skops.io.get_untrusted_types(file=path))
-    return saved
+        trusted = sorted(skops.io.get_untrusted_types(data=data))
+    return {"model": data, "trusted_types": trusted}
+
+
+def save_key(plan: Plan, result: dict[str, Any]) -> dict[str, Any]:
+    """Writes a promoted key's model (from :func:`fit_key`) into the run's staging folder:
+    the result without ``model``, with ``file`` (relative to the version being built) and
+    ``sha256`` (None where nothing was promoted), or ``skipped`` when it cannot be written."""
+    data = result.pop("model", None)
+    if data is None:  # skipped, or not promoted
+        return result
+    store = modelstore.ModelStore(plan.config.save_to)
+    key = result["key"] if plan.config.per else None
+    try:
+        file, digest = store.write(data, plan.run, key)
+    except (OSError, modelstore.ModelStoreError) as e:
+        return {"key": result["key"], "rows": result["rows"],
+                "skipped": f"could not save the model: {type(e).__name__}: {e}"}
+    return {**result, "file": file, "sha256": digest}

@@ -9,10 +9,14 @@ fast as a hand-written pandas script (benchmarks/bench_training.py):
    key, and gathered per key over the whole bundle: one ``(key, frames)`` per
    key and bundle goes on, not one element per row.
 2. **GroupByKey** over those frames.
-3. **Fit**: each key's rows are split (holdout), encoded, fitted, scored,
-   gated and saved (:func:`beam_dsl.transforms.training.fit.fit_key`) on a thread
-   pool of ``fit_threads``: tree building releases the GIL, so keys overlap
-   on a worker's cores where the rest of the work (pandas, encoding) does not.
+3. **Fit**: each key's rows are split (holdout), encoded, fitted, scored and
+   gated (:func:`beam_dsl.transforms.training.fit.fit_key`) in worker processes
+   (:mod:`beam_dsl.transforms.common.workers`: one per core, or ``--workers``,
+   or the ``fit_workers`` option; a run left to itself uses them only where
+   they pay: from the first key after reading :data:`SERVER_AFTER_ROWS` rows,
+   else after :data:`POOL_AFTER_S` of fitting in line); this process writes
+   the promoted models into the run's
+   staging folder (:func:`~beam_dsl.transforms.training.fit.save_key`).
 4. **Manifest**: once every key is done, one manifest beside the models
    records them all; only then are the per-key rows emitted on ``main`` and
    ``skipped``.
@@ -59,13 +63,14 @@ Semantics (see docs of :class:`TrainModels` for the outputs):
   to ``skipped`` with the error as the reason.
 """
 
+import logging
 import math
-import os
 import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import apache_beam as beam
@@ -77,7 +82,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_dsl.diagnostics import did_you_mean
 from beam_dsl.ir.train import ROW_COUNTS, TrainConfig
-from beam_dsl.transforms.common import expr
+from beam_dsl.transforms.common import expr, workers
 from beam_dsl.transforms.common.rows import (
     ERROR_ROW_TYPE,
     FrameDoFn,
@@ -91,14 +96,31 @@ from beam_dsl.transforms.common.rows import (
     schema_fields,
     windowed,
 )
-from beam_dsl.transforms.common.runner_compat import by_runner, select
+from beam_dsl.transforms.common.runner_compat import by_runner, select, worker_processes
 from beam_dsl.transforms.common.spec import SpecTransform
 from beam_dsl.transforms.training import encoders, metrics, modelstore
-from beam_dsl.transforms.training.fit import Plan, fit_key, prepare_frame, resolve_task
+from beam_dsl.transforms.training.fit import (
+    Plan,
+    fit_key,
+    prepare_frame,
+    resolve_task,
+    save_key,
+)
 
 COUNTER_NAMESPACE = "beam_dsl"
-# Fit jobs queued per thread before Fit waits for the oldest (bounds memory).
-QUEUED_PER_THREAD = 2
+E_WORKER = "E436"
+# Fit jobs queued per worker process before Fit waits for the oldest (bounds memory).
+QUEUED_PER_WORKER = 2
+# Left to itself (no --workers), Fit fits keys in line and hands them to worker processes
+# once fitting in line has taken this long: less work does not repay starting them (their
+# fork server imports pandas and scikit-learn: ~1.5 s of a core). It starts the server
+# half-way there, so that the server imports while keys are still being fitted.
+POOL_AFTER_S = 3.0
+# ... unless the server runs already: Prepare starts it once it has read this many rows
+# (so that it imports while the rest is read), and Fit then uses workers from its first key.
+SERVER_AFTER_ROWS = 500_000
+
+_LOG = logging.getLogger(__name__)
 
 
 _PYTHON_TYPES = ((bool, np.bool_), (int, np.integer), (float, np.floating), (str, str))
@@ -191,7 +213,7 @@ class _Counters:
     """The transform's Beam counters, ``beam_dsl:<name>.<what>``."""
 
     NAMES = ("rows_in", "filtered", "errors", "trained", "held_out", "skipped", "promoted",
-             "rejected")
+             "rejected", "fitted_in_workers")
 
     def __init__(self, name: str):
         for what in self.NAMES:
@@ -243,30 +265,48 @@ def _plain(value: Any) -> Any:
 
 
 class _PrepareFrames(FrameDoFn):
-    """Frames of rows -> one ``keyed`` (key, frame) per key and bundle, ``errors`` rows and
-    the bundle's ``labels`` (Fn API runners: batches in, finish_bundle outputs)."""
+    """Frames of rows -> one ``keyed`` (key, [frame]) per key and bundle, ``errors`` rows
+    and the bundle's ``labels`` (Fn API runners: batches in, finish_bundle outputs).
 
-    def __init__(self, plan: Plan):
+    Where Fit will (``processes`` > 1) or may (None, after :data:`SERVER_AFTER_ROWS`
+    rows) use worker processes, their fork server starts here, so that it imports
+    what fits need while rows are still being read."""
+
+    def __init__(self, plan: Plan, processes: int | None):
         super().__init__(plan.columns)
         self._plan = plan
+        self._processes = processes
 
     def setup(self) -> None:
         self._counters = _Counters(self._plan.config.name)
+        self._rows = 0
+        if self._processes is not None and self._processes > 1:
+            workers.start_server(self._plan.worker_modules())
 
     def start_bundle(self) -> None:
         super().start_bundle()
-        self._parts: dict[tuple[BoundedWindow, tuple], list[pd.DataFrame]] = defaultdict(list)
+        self._typed: dict[BoundedWindow, list[pd.DataFrame]] = defaultdict(list)
         self._labels: dict[BoundedWindow, set] = defaultdict(set)
 
     def process_frame(self, frame: pd.DataFrame, window: BoundedWindow) -> Iterator[Any]:
+        self._rows += len(frame)
+        due = self._rows - len(frame) < SERVER_AFTER_ROWS <= self._rows
+        if self._processes is None and due and workers.cores() > 1:
+            workers.start_server(self._plan.worker_modules())
         typed = yield from _prepare(self._plan, frame, self._counters)
         self._labels[window].update(_labels(self._plan, typed))
-        for key, part in _by_key(self._plan, typed):
-            self._parts[(window, key)].append(part)
+        self._typed[window].append(typed)
 
     def finish_frames(self) -> Iterator[tuple[Any, BoundedWindow]]:
-        for (window, key), parts in self._parts.items():
-            yield _tagged("keyed", (key, parts)), window
+        # One split of the bundle's rows by key, not one per frame: a frame per key
+        # and frame would be 500 keys x 200 frames of 10,000 rows = 100,000 tiny frames
+        # to pickle through the GroupByKey for 2 million rows.
+        for window in list(self._typed):
+            frames = self._typed.pop(window)
+            typed = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+            del frames
+            for key, part in _by_key(self._plan, typed):
+                yield _tagged("keyed", (key, [part])), window
         for window, labels in self._labels.items():
             yield _tagged("labels", labels), window
 
@@ -301,47 +341,100 @@ class _PrepareGroups(beam.DoFn):
 
 
 class _Fit(beam.DoFn):
-    """Fits each key's model: on a thread pool of ``threads`` (results leave in
-    finish_bundle, in the order keys came in), or in line when ``threads`` is 1."""
+    """Fits each key's model, in this process or in worker processes
+    (:class:`~beam_dsl.transforms.common.workers.WorkerPool`): ``processes`` 1 fits in
+    line, N > 1 in N workers, None in one worker per core where it pays
+    (:meth:`_pool_due`). Results leave in the order keys came in, in their
+    key's window; this process writes the models
+    (:func:`~beam_dsl.transforms.training.fit.save_key`), workers only fit them."""
 
-    def __init__(self, plan: Plan, threads: int):
+    def __init__(self, plan: Plan, processes: int | None):
         self._plan = plan
-        self._threads = threads
+        self._processes = processes
 
     def setup(self) -> None:
         self._counters = _Counters(self._plan.config.name)
         self._estimator = self._plan.make_estimator()
-        self._pool = (
-            ThreadPoolExecutor(self._threads, thread_name_prefix=f"fit-{self._plan.config.name}")
-            if self._threads > 1 else None
-        )
+        self._pool: workers.WorkerPool | None = None
+        self._in_line = (self._processes or workers.cores()) == 1
+        self._in_line_s = 0.0  # spent fitting in line
 
     def start_bundle(self) -> None:
-        self._pending: deque[tuple[Future, BoundedWindow]] = deque()
+        # (the fit's arguments, its job, whether a worker fits it, its key's window)
+        self._pending: deque[tuple[tuple, Future, bool, BoundedWindow]] = deque()
 
     def process(self, element, window=beam.DoFn.WindowParam, classes=()):
         key, parts = element
         frames = [frame for bundle_frames in parts for frame in bundle_frames]
         args = (self._plan, self._estimator, key, frames, _union(classes))
-        if self._pool is None:
-            yield self._count(fit_key(*args))
-            return
-        self._pending.append((self._pool.submit(fit_key, *args), window))
-        while len(self._pending) > QUEUED_PER_THREAD * self._threads:
+        self._pending.append((args, *self._start(args), window))
+        limit = QUEUED_PER_WORKER * (self._pool.workers if self._pool else 1)
+        while self._pending and (self._pending[0][1].done() or len(self._pending) > limit):
             yield self._collect()
 
     def finish_bundle(self):
         while self._pending:
             yield self._collect()
 
-    def _collect(self) -> WindowedValue:
-        """The oldest pending key's result, in the window its key came in."""
-        job, window = self._pending.popleft()
-        return windowed(self._count(job.result()), window)
-
     def teardown(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.close()
+
+    def _start(self, args: tuple) -> tuple[Future, bool]:
+        """A key's fit, sent to a worker or done here (a future that is done already), and
+        whether a worker fits it."""
+        pool = self._worker_pool()
+        if pool is not None:
+            try:
+                return pool.submit(fit_key, *args), True
+            except workers.NotShippable as e:
+                self._fit_in_line(e)
+        start = time.monotonic()
+        done: Future = Future()
+        done.set_result(fit_key(*args))
+        self._in_line_s += time.monotonic() - start
+        return done, False
+
+    def _worker_pool(self) -> workers.WorkerPool | None:
+        """The pool for the next key (started when first due), or None: fit it in line."""
+        if self._pool is None and not self._in_line and self._pool_due():
+            processes = self._processes or workers.cores()
+            self._pool = workers.WorkerPool(processes, self._plan.worker_modules())
+        return None if self._in_line else self._pool
+
+    def _pool_due(self) -> bool:
+        """Whether keys go to workers from now on: always for a set number of processes;
+        left to itself, from the first key where the fork server runs already (Prepare
+        found the data large), else once fitting in line has taken :data:`POOL_AFTER_S`
+        (the server starts half-way)."""
+        if self._processes is not None or (not self._in_line_s and workers.server_started()):
+            return True
+        if self._in_line_s >= POOL_AFTER_S / 2:
+            workers.start_server(self._plan.worker_modules())
+        return self._in_line_s >= POOL_AFTER_S
+
+    def _fit_in_line(self, why: Exception) -> None:
+        """Fits the keys still to come in this process (the job cannot go to a worker)."""
+        _LOG.warning("TRAIN %s fits its keys in this process: %s", self._plan.config.name, why)
+        self._in_line = True
+
+    def _collect(self) -> WindowedValue:
+        """The oldest pending key's result, saved, in the window its key came in."""
+        args, job, in_worker, window = self._pending.popleft()
+        try:
+            result = job.result()
+            if in_worker:
+                self._counters.fitted_in_workers.inc()
+        except workers.NotShippable as e:
+            self._fit_in_line(e)
+            result = fit_key(*args)
+        except BrokenProcessPool as e:
+            raise self._plan.config.error(
+                E_WORKER, f"a worker process fitting key {list(args[2])} died ({e})",
+                hint="workers die most often for lack of memory: run with fewer --workers "
+                "(1 fits in the run's own process)",
+            ) from None
+        return windowed(self._count(save_key(self._plan, result)), window)
 
     def _count(self, result: dict[str, Any]) -> dict[str, Any]:
         counters = self._counters
@@ -471,15 +564,17 @@ class TrainModels(SpecTransform):
                 hint="read with ReadFromCsv/ReadFromParquet, or produce beam.Row",
             )
         plan = make_plan(self.config, fields, self._task, self._begin_run())
-        staged, threads = by_runner(
+        processes = self.config.fit_workers or worker_processes(rows.pipeline)
+        staged, processes = by_runner(
             rows,
-            batched=lambda: (rows | "Prepare" >> beam.ParDo(_PrepareFrames(plan)),
-                             self.config.fit_threads or len(os.sched_getaffinity(0))),
+            batched=lambda: (rows | "Prepare" >> beam.ParDo(_PrepareFrames(plan, processes)),
+                             processes),
+            # There the runner has worker processes of its own (Dask's).
             portable=lambda: (_prepare_groups(rows, plan), 1),
         )
         # Side inputs, not combines: Beam's DaskRunner mishandles CombineGlobally.
         classes = beam.pvalue.AsList(select(staged, "labels", "Labels"))
-        fit = beam.ParDo(_Fit(plan, threads), classes=classes)
+        fit = beam.ParDo(_Fit(plan, processes), classes=classes)
         if self.config.resource_hints:
             fit = fit.with_resource_hints(**self.config.resource_hints)
         keyed = select(staged, "keyed", "Keyed")

@@ -46,8 +46,10 @@ def resolve(dotted: str, folders: tuple[str, ...] = ()) -> ClassInfo | Missing |
     """The class ``dotted`` names, what is certainly missing, or None when unknown.
     ``folders`` are searched before ``sys.path`` (a spec's own folder, say)."""
     parts = dotted.split(".")
-    if len(parts) < 2:
-        return None
+    if len(parts) < 2 or parts[0] in sys.modules and not getattr(
+        sys.modules[parts[0]], "__file__", None
+    ):
+        return None  # a module made in this process (no source to read): unknown
     try:
         spec = importlib.machinery.PathFinder.find_spec(parts[0], [*folders, *sys.path])
         spec = spec or importlib.util.find_spec(parts[0])

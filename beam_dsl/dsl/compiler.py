@@ -267,7 +267,8 @@ def _check_transforms(
 ) -> list[Diagnostic]:
     """Transform types must be Beam YAML built-ins, provider transforms or declared names."""
     stock = load_schema("beam_yaml_transforms.json")["transforms"]
-    known = set(stock) | set(statements) | _provider_types(doc.data) | _STRUCTURAL
+    provided = _provider_types(doc.data)
+    known = set(stock) | set(statements) | provided | _STRUCTURAL
     out = []
     for transform, path, siblings in _walk(doc.data["pipeline"], ("pipeline",)):
         kind = transform.get("type")
@@ -285,7 +286,7 @@ def _check_transforms(
             )
             continue
         if kind not in statements:
-            if stock.get(kind) and kind not in _provider_types(doc.data):
+            if stock.get(kind) and kind not in provided:
                 out.extend(_check_stock_config(doc, transform, path, stock[kind]))
             continue
         config_class = CONFIG_CLASSES[type(statements[kind]).__name__]

@@ -214,6 +214,17 @@ def _bases(file: str, cls: ast.ClassDef, hops: int):
 
 
 def _params(file: str, cls: ast.ClassDef, hops: int) -> frozenset[str] | None:
+    found = _init_params(file, cls, hops)
+    return frozenset() if found is _NO_INIT else found
+
+
+_NO_INIT = object()  # no class on the way defines __init__: object's, which takes nothing
+
+
+def _init_params(file: str, cls: ast.ClassDef, hops: int):
+    """The keywords of the first ``__init__`` on the way up from ``cls`` (bases left to
+    right, depth first: the MRO where no two bases share an ancestor that defines one),
+    :data:`_NO_INIT`, or None where a base on the way cannot be followed."""
     if hops > _MAX_HOPS:
         return None
     for node in cls.body:
@@ -226,8 +237,10 @@ def _params(file: str, cls: ast.ClassDef, hops: int) -> frozenset[str] | None:
     for base in _bases(file, cls, hops):
         if base == "unknown":
             return None
-        return _params(*base, hops + 1)  # the first base's constructor (the MRO's next)
-    return frozenset()
+        found = _init_params(*base, hops + 1)
+        if found is not _NO_INIT:
+            return found
+    return _NO_INIT
 
 
 def _task(file: str, cls: ast.ClassDef, hops: int) -> str | None:

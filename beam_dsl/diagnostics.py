@@ -189,6 +189,9 @@ class DiagnosticError(Exception):
         self.diagnostics = list(diagnostics)
         super().__init__("\n".join(d.render() for d in self.diagnostics))
 
+    def __reduce__(self):  # pickled whole: a worker process raises it for the run's process
+        return type(self), (self.diagnostics,)
+
 
 def config_error(
     kind: str, name: str, code: str, message: str, hint: str | None = None

@@ -1,14 +1,19 @@
-"""TRAIN's start: the estimator's task read from scikit-learn's source."""
+"""TRAIN's start: the estimator's task read from scikit-learn's source (the run's process
+need not import scikit-learn)."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import warnings
 
 import pytest
 from sklearn.utils import all_estimators
+from test_training import config_of
 
 from beam_dsl.dsl import pyref
+from beam_dsl.ir import Call
+from beam_dsl.transforms.training.fit import resolve_task, task_from_source
 
 
 def _public_estimators() -> list[tuple[str, type, str]]:
@@ -32,3 +37,19 @@ def test_the_source_shows_each_estimators_task_and_keywords(dotted, cls, task):
     assert isinstance(found, pyref.ClassInfo) and found.task == task
     if found.params is not None:
         assert found.params == set(inspect.signature(cls).parameters)
+
+
+def test_the_task_comes_from_the_source_where_it_is_certain():
+    spec = """TRAIN t PER k FEATURES x LABEL y
+      USING sklearn.linear_model.RidgeCV(cv = 3)
+      METRICS r2 SAVE TO 'm/{key}.pkl';"""
+    config = config_of(spec)
+    assert task_from_source(config) == "regression"
+    assert resolve_task(config) == ("regression", False)
+    ridge_cv = "sklearn.linear_model.RidgeCV"
+    unsure = [  # a keyword the constructor lacks, a positional argument, not scikit-learn
+        dataclasses.replace(config, estimator=Call(ridge_cv, (), {"cvv": 3})),
+        dataclasses.replace(config, estimator=Call(ridge_cv, ((0.1, 1.0),), {})),
+        dataclasses.replace(config, estimator=Call("os.path.join", (), {})),
+    ]
+    assert [task_from_source(c) for c in unsure] == [None, None, None]

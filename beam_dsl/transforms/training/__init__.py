@@ -1,6 +1,24 @@
 """TRAIN: per-key training, metrics, encoders and the model store."""
 
-from typing import Any
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from beam_dsl.transforms.training import modelstore
+
+if TYPE_CHECKING:  # beam_dsl.ir.train imports this package
+    from beam_dsl.ir.train import TrainConfig
+
+
+def worker_modules(config: TrainConfig) -> tuple[str, ...]:
+    """What fitting a TRAIN's keys imports: a worker process's fork server loads it once
+    for all workers (:mod:`beam_dsl.transforms.common.workers`)."""
+    save_to = config.save_to
+    serializer = ("skops.io",) if save_to.endswith(modelstore.SKOPS_SUFFIXES) else (
+        ("joblib",) if save_to.endswith(".joblib") else ())
+    estimator = config.estimator.callable.rpartition(".")[0]
+    return ("beam_dsl.transforms.training.fit", "sklearn.compose", "sklearn.pipeline",
+            "sklearn.preprocessing", "sklearn.metrics", estimator, *serializer)
 
 
 def __getattr__(name: str) -> Any:

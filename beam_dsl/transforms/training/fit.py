@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from beam_dsl.dsl import pyref
 from beam_dsl.ir.train import ROW_COUNTS, TrainConfig
 from beam_dsl.transforms.common import expr
 from beam_dsl.transforms.training import encoders, metrics, modelstore
@@ -59,21 +60,43 @@ def build_estimator(config: TrainConfig) -> Any:
         raise config.error("E431", f"bad arguments for the estimator: {e}") from e
 
 
-def resolve_task(config: TrainConfig) -> str:
-    """The estimator's task (``classification`` or ``regression``), checked against the
-    metrics and GATE; E431/E432."""
+def task_from_source(config: TrainConfig) -> str | None:
+    """The task of a scikit-learn estimator as its installed source shows it
+    (:mod:`beam_dsl.dsl.pyref`), without importing scikit-learn (most of a second): where
+    the source shows the class, a classifier or regressor, whose constructor takes USING's
+    keywords. None where the source leaves any of that unsure: importing decides."""
+    call = config.estimator
+    if not call.callable.startswith("sklearn.") or call.args:
+        return None
+    info = pyref.resolve(call.callable)
+    if not isinstance(info, pyref.ClassInfo) or info.task is None or info.params is None:
+        return None
+    return info.task if set(call.kwargs) <= info.params else None
+
+
+def _imported_task(config: TrainConfig) -> str:
+    """The estimator's task, from the class imported and built; E431/E432."""
     from sklearn.base import is_classifier, is_regressor
 
     estimator = build_estimator(config)
     if is_classifier(estimator):
-        task = "classification"
-    elif is_regressor(estimator):
-        task = "regression"
-    else:
-        raise config.error(
-            "E432", f"'{config.estimator.callable}' is neither a classifier nor a regressor",
-            hint="estimators should inherit sklearn's ClassifierMixin or RegressorMixin",
-        )
+        return "classification"
+    if is_regressor(estimator):
+        return "regression"
+    raise config.error(
+        "E432", f"'{config.estimator.callable}' is neither a classifier nor a regressor",
+        hint="estimators should inherit sklearn's ClassifierMixin or RegressorMixin",
+    )
+
+
+def resolve_task(config: TrainConfig) -> tuple[str, bool]:
+    """The estimator's task (``classification`` or ``regression``), checked against the
+    metrics and GATE, and whether this process imported the estimator's class to learn it
+    (not where :func:`task_from_source` knew it); E431/E432."""
+    task = task_from_source(config)
+    imported = task is None
+    if imported:
+        task = _imported_task(config)
     scored = config.metrics or metrics.defaults()  # without METRICS, GATE may read either
     gated = [n for n in sorted(expr.columns_of(config.gate)) if n in scored]
     for metric in [*config.metrics, *gated]:
@@ -82,7 +105,7 @@ def resolve_task(config: TrainConfig) -> str:
                 "E432", f"metric '{metric}' does not apply to {task}",
                 hint=f"{task} metrics: {', '.join(metrics.names(task))}",
             )
-    return task
+    return task, imported
 
 
 # ---------------------------------------------------------------- the resolved plan
@@ -102,12 +125,16 @@ class Plan:
     label_type: type  # str, int, float or bool
     metrics: tuple[str, ...]  # METRICS, or the task's default
     run: str  # this run's id in the model store (its staging folder)
+    # Whether the run's process imported the estimator's class (resolve_task): it then
+    # builds the estimator and sends it with each key; else each fit builds it from USING.
+    estimator_imported: bool = True
 
     def make_estimator(self) -> Any:
         return build_estimator(self.config)
 
-    def make_pipeline(self, estimator: Any) -> Any:
-        """The saved model: encoders for the raw feature columns, then a fresh ``estimator``."""
+    def make_pipeline(self, estimator: Any | None) -> Any:
+        """The saved model: encoders for the raw feature columns, then a fresh copy of
+        ``estimator`` (or a new estimator built from USING, where None)."""
         from sklearn.base import clone
         from sklearn.compose import ColumnTransformer
         from sklearn.pipeline import Pipeline
@@ -118,17 +145,8 @@ class Plan:
             if columns:
                 steps.append((encoder, encoders.build(encoder), columns))
         encode = ColumnTransformer(steps, sparse_threshold=SPARSE_THRESHOLD)
-        return Pipeline([("encode", encode), ("model", clone(estimator))])
-
-    def worker_modules(self) -> tuple[str, ...]:
-        """What fitting this plan's keys imports: a worker process's fork server loads it
-        once for all workers (:mod:`beam_dsl.transforms.common.workers`)."""
-        save_to = self.config.save_to
-        serializer = ("skops.io",) if save_to.endswith(modelstore.SKOPS_SUFFIXES) else (
-            ("joblib",) if save_to.endswith(".joblib") else ())
-        estimator = self.config.estimator.callable.rpartition(".")[0]
-        return (__name__, "sklearn.compose", "sklearn.pipeline", "sklearn.preprocessing",
-                "sklearn.metrics", estimator, *serializer)
+        model = clone(estimator) if estimator is not None else build_estimator(self.config)
+        return Pipeline([("encode", encode), ("model", model)])
 
     def manifest_header(self) -> dict[str, Any]:
         c = self.config
@@ -234,9 +252,11 @@ def split_holdout(
 
 
 def fit_key(
-    plan: Plan, estimator: Any, key: tuple, frames: Sequence[pd.DataFrame], classes: Sequence[Any]
+    plan: Plan, estimator: Any | None, key: tuple, frames: Sequence[pd.DataFrame],
+    classes: Sequence[Any],
 ) -> dict[str, Any]:
-    """Trains, scores and gates one key's model; returns its result: ``key``, ``rows`` and
+    """Trains (a copy of ``estimator``, or one built from USING where None), scores and
+    gates one key's model; returns its result: ``key``, ``rows`` and
     either ``skipped`` (the reason) or ``train_rows``, ``holdout_rows``, ``metrics``,
     ``promoted``, ``file``, ``sha256``, ``trusted_types`` and, for a promoted model,
     ``model`` (its file's bytes, in SAVE TO's format). Writes nothing, so that it can run

@@ -12,11 +12,13 @@ fast as a hand-written pandas script (benchmarks/bench_training.py):
 3. **Fit**: each key's rows are split (holdout), encoded, fitted, scored and
    gated (:func:`beam_dsl.transforms.training.fit.fit_key`) in worker processes
    (:mod:`beam_dsl.transforms.common.workers`: one per core, or ``--workers``,
-   or the ``fit_workers`` option; a run left to itself uses them only where
-   they pay: from the first key after reading :data:`SERVER_AFTER_ROWS` rows,
-   else after :data:`POOL_AFTER_S` of fitting in line); this process writes
-   the promoted models into the run's
-   staging folder (:func:`~beam_dsl.transforms.training.fit.save_key`).
+   or the ``fit_workers`` option; a run left to itself uses them from the
+   first key where their fork server runs already (``beam_dsl run`` starts
+   it before importing Beam: :mod:`beam_dsl.run_start`), else only where they
+   pay: from the first key after reading :data:`SERVER_AFTER_ROWS` rows, else
+   after :data:`POOL_AFTER_S` of fitting in line); this process writes the
+   promoted models into the run's staging folder
+   (:func:`~beam_dsl.transforms.training.fit.save_key`).
 4. **Manifest**: once every key is done, one manifest beside the models
    records them all; only then are the per-key rows emitted on ``main`` and
    ``skipped``.
@@ -98,7 +100,7 @@ from beam_dsl.transforms.common.rows import (
 )
 from beam_dsl.transforms.common.runner_compat import by_runner, select, worker_processes
 from beam_dsl.transforms.common.spec import SpecTransform
-from beam_dsl.transforms.training import encoders, metrics, modelstore
+from beam_dsl.transforms.training import encoders, metrics, modelstore, worker_modules
 from beam_dsl.transforms.training.fit import (
     Plan,
     fit_key,
@@ -135,9 +137,12 @@ def _python_type(hint: Any) -> type | None:
     return None
 
 
-def make_plan(config: TrainConfig, fields: Mapping[str, Any], task: str, run: str) -> Plan:
+def make_plan(
+    config: TrainConfig, fields: Mapping[str, Any], task: str, run: str, imported: bool
+) -> Plan:
     """Resolves ``config`` against the input's schema fields; E430/E434 on mismatch.
-    ``run`` is the id of this run's staging folder in the model store."""
+    ``run`` is the id of this run's staging folder in the model store; ``imported``
+    whether this process imported the estimator's class (``resolve_task``)."""
 
     def need(column: str, what: str) -> None:
         if column not in fields:
@@ -187,6 +192,7 @@ def make_plan(config: TrainConfig, fields: Mapping[str, Any], task: str, run: st
         label_type=float if task == "regression" else python_type(config.label),
         metrics=config.metrics or (metrics.default(task),),
         run=run,
+        estimator_imported=imported,
     )
 
 
@@ -281,7 +287,7 @@ class _PrepareFrames(FrameDoFn):
         self._counters = _Counters(self._plan.config.name)
         self._rows = 0
         if self._processes is not None and self._processes > 1:
-            workers.start_server(self._plan.worker_modules())
+            workers.start_server(worker_modules(self._plan.config))
 
     def start_bundle(self) -> None:
         super().start_bundle()
@@ -292,7 +298,7 @@ class _PrepareFrames(FrameDoFn):
         self._rows += len(frame)
         due = self._rows - len(frame) < SERVER_AFTER_ROWS <= self._rows
         if self._processes is None and due and workers.cores() > 1:
-            workers.start_server(self._plan.worker_modules())
+            workers.start_server(worker_modules(self._plan.config))
         typed = yield from _prepare(self._plan, frame, self._counters)
         self._labels[window].update(_labels(self._plan, typed))
         self._typed[window].append(typed)
@@ -354,7 +360,8 @@ class _Fit(beam.DoFn):
 
     def setup(self) -> None:
         self._counters = _Counters(self._plan.config.name)
-        self._estimator = self._plan.make_estimator()
+        # None: each fit builds it (workers import the class; this process need not).
+        self._estimator = self._plan.make_estimator() if self._plan.estimator_imported else None
         self._pool: workers.WorkerPool | None = None
         self._in_line = (self._processes or workers.cores()) == 1
         self._in_line_s = 0.0  # spent fitting in line
@@ -399,18 +406,18 @@ class _Fit(beam.DoFn):
         """The pool for the next key (started when first due), or None: fit it in line."""
         if self._pool is None and not self._in_line and self._pool_due():
             processes = self._processes or workers.cores()
-            self._pool = workers.WorkerPool(processes, self._plan.worker_modules())
+            self._pool = workers.WorkerPool(processes, worker_modules(self._plan.config))
         return None if self._in_line else self._pool
 
     def _pool_due(self) -> bool:
         """Whether keys go to workers from now on: always for a set number of processes;
-        left to itself, from the first key where the fork server runs already (Prepare
-        found the data large), else once fitting in line has taken :data:`POOL_AFTER_S`
-        (the server starts half-way)."""
+        left to itself, from the first key where the fork server runs already (``beam_dsl
+        run`` started it, or Prepare found the data large), else once fitting in line has
+        taken :data:`POOL_AFTER_S` (the server starts half-way)."""
         if self._processes is not None or (not self._in_line_s and workers.server_started()):
             return True
         if self._in_line_s >= POOL_AFTER_S / 2:
-            workers.start_server(self._plan.worker_modules())
+            workers.start_server(worker_modules(self._plan.config))
         return self._in_line_s >= POOL_AFTER_S
 
     def _fit_in_line(self, why: Exception) -> None:
@@ -542,7 +549,7 @@ class TrainModels(SpecTransform):
 
     def __init__(self, **config: Any):
         super().__init__(**config)
-        self._task = resolve_task(self.config)
+        self._task, self._imported = resolve_task(self.config)
 
     def _begin_run(self) -> str:
         """Opens this run's staging folder in the model store (E435 if it cannot be used),
@@ -563,7 +570,7 @@ class TrainModels(SpecTransform):
                 "E430", f"TRAIN needs rows with a schema; its input has type {rows.element_type}",
                 hint="read with ReadFromCsv/ReadFromParquet, or produce beam.Row",
             )
-        plan = make_plan(self.config, fields, self._task, self._begin_run())
+        plan = make_plan(self.config, fields, self._task, self._begin_run(), self._imported)
         processes = self.config.fit_workers or worker_processes(rows.pipeline)
         staged, processes = by_runner(
             rows,

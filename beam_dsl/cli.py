@@ -132,15 +132,22 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     if args.test:  # stock Beam YAML's `main --test`
         return _cmd_test(args, out)
     with run_logging(args.verbose):  # before Beam is imported: it logs while importing
-        from beam_dsl.runner import run_pipeline, worker_options
+        from beam_dsl.run_start import compile_for_run, worker_options
+
+        variables = _variables(args)
+        beam_args = [*args.beam_args, *worker_options(args.workers)]
+        # Before Beam's import: TRAIN's worker processes start importing meanwhile.
+        compilation = compile_for_run(pipeline, variables, args.runner, beam_args)
+        from beam_dsl.runner import run_pipeline
 
         summary = run_pipeline(
             pipeline,
             runner=args.runner,
-            variables=_variables(args),
-            beam_args=[*args.beam_args, *worker_options(args.workers)],
+            variables=variables,
+            beam_args=beam_args,
             dask_address=args.dask_address,
             progress=None if args.quiet else sys.stderr,
+            compilation=compilation,
         )
     print(summary.render(), file=out)
     if args.report:

@@ -33,12 +33,10 @@ import pandas as pd
 import yaml
 from apache_beam.metrics import Metrics
 
-from beam_dsl.diagnostics import DiagnosticError
-from beam_dsl.dsl.compiler import Compilation, compile_pipeline
-from beam_dsl.dsl.yamlfile import load_schema
+from beam_dsl.dsl.compiler import Compilation
+from beam_dsl.run_start import IN_PROCESS, compile_for_run, may_need_torch
 from beam_dsl.transforms.common.rows import schema_fields
 from beam_dsl.transforms.common.torch_guard import NoTorch
-from beam_dsl.vocabulary import family
 
 COUNTER_NAMESPACE = "beam_dsl"
 
@@ -231,33 +229,6 @@ def _summary(result: Any, wall_s: float) -> RunSummary:
     return summary
 
 
-def _frameworks(config: Any) -> set[str]:
-    """Every model framework named anywhere in a lowered config (ensembles nest models)."""
-    if isinstance(config, dict):
-        found = {config["framework"]} if isinstance(config.get("framework"), str) else set()
-        for value in config.values():
-            found |= _frameworks(value)
-        return found
-    if isinstance(config, list):
-        return set().union(*map(_frameworks, config)) if config else set()
-    return set()
-
-
-def _may_need_torch(compilation: Compilation) -> bool:
-    """Whether building the pipeline may import torch: a torch-based MODEL, or a
-    transform that is neither beam_dsl's nor a Beam YAML built-in (a user's
-    provider, PyTransform), which could import anything."""
-    builtins = set(load_schema("beam_yaml_transforms.json")["transforms"]) - {"PyTransform"}
-    known = builtins | set(compilation.defs) | {"composite", "chain"}
-    if compilation.types - known:
-        return True
-    # Frameworks whose beam_dsl code (or a user's handler) may import torch.
-    torch_frameworks = set(family("frameworks").names(kind="torch"))
-    return any(
-        _frameworks(d.config.to_json()) & torch_frameworks for d in compilation.defs.values()
-    )
-
-
 @contextlib.contextmanager
 def _torch_hidden(hide: bool) -> Iterator[None]:
     """Makes ``import torch`` fail while a pipeline that needs no torch is built and run
@@ -272,12 +243,9 @@ def _torch_hidden(hide: bool) -> Iterator[None]:
         sys.meta_path.remove(NoTorch)
 
 
-_IN_PROCESS = ("FnApiRunner", "InProcess", "in-process")
-
-
 def _make_runner(name: str, dask_address: str | None, stack: contextlib.ExitStack):
     """A Beam runner object (or name) and extra pipeline args for it."""
-    if name in _IN_PROCESS:
+    if name in IN_PROCESS:
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
         return FnApiRunner(), []
@@ -396,12 +364,6 @@ def _pipeline_hints(pipeline: beam.Pipeline, spec: dict) -> None:
         pipeline._current_transform().resource_hints.update(parsed)
 
 
-def worker_options(workers: int | None) -> list[str]:
-    """``run --workers N`` as Beam pipeline options (read by the transforms:
-    :class:`beam_dsl.transforms.common.runner_compat.WorkerOptions`); none when not given."""
-    return [] if workers is None else [f"--beam_dsl_workers={workers}"]
-
-
 def run_pipeline(
     path: str,
     runner: str = "FnApiRunner",
@@ -409,11 +371,13 @@ def run_pipeline(
     beam_args: Sequence[str] = (),
     dask_address: str | None = None,
     progress: TextIO | None = sys.stderr,
+    compilation: Compilation | None = None,
 ) -> RunSummary:
-    """Compiles and runs ``path``; raises DiagnosticError on spec or pipeline mistakes."""
-    compilation = compile_pipeline(path, variables)
-    if not compilation.ok:
-        raise DiagnosticError(compilation.diagnostics)
+    """Compiles and runs ``path``; raises DiagnosticError on spec or pipeline mistakes.
+    ``compilation``: ``path`` compiled by :func:`beam_dsl.run_start.compile_for_run`
+    already (the CLI compiles before it imports Beam)."""
+    if compilation is None:
+        compilation = compile_for_run(path, variables, runner, beam_args)
 
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.yaml import yaml_transform
@@ -425,11 +389,11 @@ def run_pipeline(
         runner_obj, extra_args = _make_runner(runner, dask_address, stack)
         pipeline_options = yaml_transform.SafeLineLoader.strip_metadata(spec.get("options", {}))
         options = PipelineOptions([*beam_args, *extra_args], **pipeline_options)
-        if runner in _IN_PROCESS:
+        if runner in IN_PROCESS:
             stack.enter_context(on_sys_path(inline_dependencies(spec["pipeline"])))
         _beam_yaml_context(options, stack)
         pipeline = beam.Pipeline(runner=runner_obj, options=options)
-        stack.enter_context(_torch_hidden(not _may_need_torch(compilation)))
+        stack.enter_context(_torch_hidden(not may_need_torch(compilation)))
         _pipeline_hints(pipeline, spec)
         name_spec_transforms(spec["pipeline"], set(compilation.defs))
         yaml_transform.expand_pipeline(pipeline, spec, providers=_runner_providers(runner))

@@ -1,13 +1,19 @@
 """TRAIN's start: the estimator's task read from scikit-learn's source (the run's process
-need not import scikit-learn)."""
+never imports scikit-learn when workers fit), and worker processes started before Beam
+is imported."""
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import pytest
+from conftest import REPO
 from sklearn.utils import all_estimators
 from test_training import config_of
 
@@ -53,3 +59,41 @@ def test_the_task_comes_from_the_source_where_it_is_certain():
         dataclasses.replace(config, estimator=Call("os.path.join", (), {})),
     ]
     assert [task_from_source(c) for c in unsure] == [None, None, None]
+
+
+RUN = textwrap.dedent("""
+    import sys
+
+    from beam_dsl.cli import main
+
+    if __name__ == "__main__":
+        code = main(["run", "-q", "--workers", "2", sys.argv[1]])
+        heavy = ("sklearn", "skops", "scipy", "joblib")
+        print("EXIT", code, "HEAVY", [m for m in heavy if m in sys.modules])
+""")
+
+
+def test_a_run_fitting_in_workers_imports_no_scikit_learn(tmp_path):
+    """The run's process learns the task from the source and writes the bytes workers
+    send back: scikit-learn and skops load only in the worker processes."""
+    rows = ["k,x,c,y"] + [f"{'ab'[i % 2]},{i % 7},{'uvw'[i % 3]},{(i // 3) % 2}"
+                          for i in range(200)]
+    (tmp_path / "rows.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "spec.bdsl").write_text(
+        "TRAIN t PER k FEATURES x, c LABEL y\n"
+        "  USING sklearn.tree.DecisionTreeClassifier(max_depth = 3)\n"
+        "  SAVE TO 'models/{key}.skops';\n")
+    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent("""
+        specs: [spec.bdsl]
+        pipeline:
+          type: composite
+          transforms:
+            - {type: ReadFromCsv, name: rows, config: {path: rows.csv}}
+            - {type: t, input: rows}
+            - {type: WriteToJson, input: t, config: {path: out/metrics}}
+    """))
+    (tmp_path / "run.py").write_text(RUN)
+    done = subprocess.run([sys.executable, "run.py", "pipeline.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO})
+    assert "EXIT 0 HEAVY []" in done.stdout, done.stderr[-3000:]
+    assert len(list((tmp_path / "models").glob("*.skops"))) == 2

@@ -24,7 +24,8 @@ import pytest
 from conftest import REPO
 
 from beam_dsl.cli import main
-from beam_dsl.runner import run_pipeline, worker_options
+from beam_dsl.run_start import worker_options
+from beam_dsl.runner import run_pipeline
 from beam_dsl.transforms.training.modelstore import ModelStore, key_id, load_model
 
 KEYS = ("north", "south", "east", "west", "up", "down")

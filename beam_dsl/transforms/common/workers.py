@@ -41,20 +41,21 @@ def cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def start_server(preload: Sequence[str]) -> None:
+def start_server(preload: Sequence[str], hide_torch: bool | None = None) -> None:
     """Starts this process's fork server, which imports the modules ``preload`` names,
     and returns at once (the imports go on in the server, beside this process's work).
 
     There is one server per process: the first call's modules are the ones
     preloaded, later calls do nothing. A worker imports what its server did
-    not preload when a job first needs it. Where this process hides torch
-    (:mod:`~beam_dsl.transforms.common.torch_guard`), the server does too.
+    not preload when a job first needs it. The server hides torch
+    (:mod:`~beam_dsl.transforms.common.torch_guard`) where ``hide_torch`` says
+    so, or (None) where this process hides it now.
     """
     with _SERVER:
         if _started:
             return
         modules = list(preload)
-        if torch_guard.hidden():
+        if torch_guard.hidden() if hide_torch is None else hide_torch:
             modules.insert(0, "beam_dsl.transforms.common.no_torch")
         _CONTEXT.set_forkserver_preload(modules)
         forkserver.ensure_running()

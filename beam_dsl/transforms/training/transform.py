@@ -428,19 +428,21 @@ class _Fit(beam.DoFn):
     def _collect(self) -> WindowedValue:
         """The oldest pending key's result, saved, in the window its key came in."""
         args, job, in_worker, window = self._pending.popleft()
+        result = None
         try:
             result = job.result()
             if in_worker:
                 self._counters.fitted_in_workers.inc()
         except workers.NotShippable as e:
             self._fit_in_line(e)
-            result = fit_key(*args)
         except BrokenProcessPool as e:
             raise self._plan.config.error(
                 E_WORKER, f"a worker process fitting key {list(args[2])} died ({e})",
                 hint="workers die most often for lack of memory: run with fewer --workers "
                 "(1 fits in the run's own process)",
             ) from None
+        if result is None:  # fitted here, outside the handler: a failure of its own is not
+            result = fit_key(*args)  # chained to the worker's (failures.py reads the chain)
         return windowed(self._count(save_key(self._plan, result)), window)
 
     def _count(self, result: dict[str, Any]) -> dict[str, Any]:

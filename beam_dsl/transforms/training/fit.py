@@ -11,6 +11,7 @@ are their families' (:mod:`~beam_dsl.transforms.training.metrics`,
 
 import hashlib
 import importlib
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -251,18 +252,28 @@ def split_holdout(
     return frame.iloc[order[held:]], frame.iloc[order[:held]]
 
 
+def pack(part: pd.DataFrame) -> bytes:
+    """Some of a key's rows as they travel from Prepare to the key's fit: pickled once, by
+    the process that prepared them, so that the shuffle and the trip to a worker process
+    move bytes (encoding frames there cost as much again); :func:`fit_key` unpickles."""
+    return pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def fit_key(
-    plan: Plan, estimator: Any | None, key: tuple, frames: Sequence[pd.DataFrame],
+    plan: Plan, estimator: Any | None, key: tuple, parts: Sequence[bytes],
     classes: Sequence[Any],
 ) -> dict[str, Any]:
     """Trains (a copy of ``estimator``, or one built from USING where None), scores and
-    gates one key's model; returns its result: ``key``, ``rows`` and
+    gates one key's model over its rows (``parts``, from :func:`pack`); returns its result:
+    ``key``, ``rows`` and
     either ``skipped`` (the reason) or ``train_rows``, ``holdout_rows``, ``metrics``,
     ``promoted``, ``file``, ``sha256``, ``trusted_types`` and, for a promoted model,
     ``model`` (its file's bytes, in SAVE TO's format). Writes nothing, so that it can run
     in a worker process; :func:`save_key` writes the model."""
     c = plan.config
+    frames = [pickle.loads(part) for part in parts]  # this run's own bytes (pack)
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    del frames
     result: dict[str, Any] = {"key": key, "rows": len(frame)}
     if len(frame) < c.min_rows:
         return {**result, "skipped": f"{len(frame)} rows, fewer than MIN ROWS {c.min_rows}"}

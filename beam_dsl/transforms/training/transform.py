@@ -6,9 +6,11 @@ fast as a hand-written pandas script (benchmarks/bench_training.py):
 1. **Prepare** (a :class:`~beam_dsl.transforms.common.rows.FrameDoFn`): frames of
    rows (Beam's pandas batches straight from ReadFromCsv) are filtered by
    WHERE, checked and typed column-wise (bad rows go to ``errors``), split by
-   key, and gathered per key over the whole bundle: one ``(key, frames)`` per
-   key and bundle goes on, not one element per row.
-2. **GroupByKey** over those frames.
+   key, and gathered per key over the whole bundle: one ``(key, [part])`` per
+   key and bundle goes on, not one element per row, the part pickled
+   (:func:`~beam_dsl.transforms.training.fit.pack`) so that the shuffle and
+   the worker processes get bytes.
+2. **GroupByKey** over those parts.
 3. **Fit**: each key's rows are split (holdout), encoded, fitted, scored and
    gated (:func:`beam_dsl.transforms.training.fit.fit_key`) in worker processes
    (:mod:`beam_dsl.transforms.common.workers`: one per core, or ``--workers``,
@@ -104,6 +106,7 @@ from beam_dsl.transforms.training import encoders, metrics, modelstore, worker_m
 from beam_dsl.transforms.training.fit import (
     Plan,
     fit_key,
+    pack,
     prepare_frame,
     resolve_task,
     save_key,
@@ -271,7 +274,7 @@ def _plain(value: Any) -> Any:
 
 
 class _PrepareFrames(FrameDoFn):
-    """Frames of rows -> one ``keyed`` (key, [frame]) per key and bundle, ``errors`` rows
+    """Frames of rows -> one ``keyed`` (key, [part]) per key and bundle, ``errors`` rows
     and the bundle's ``labels`` (Fn API runners: batches in, finish_bundle outputs).
 
     Where Fit will (``processes`` > 1) or may (None, after :data:`SERVER_AFTER_ROWS`
@@ -312,7 +315,7 @@ class _PrepareFrames(FrameDoFn):
             typed = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
             del frames
             for key, part in _by_key(self._plan, typed):
-                yield _tagged("keyed", (key, [part])), window
+                yield _tagged("keyed", (key, [pack(part)])), window
         for window, labels in self._labels.items():
             yield _tagged("labels", labels), window
 
@@ -343,7 +346,7 @@ class _PrepareGroups(beam.DoFn):
         typed = yield from _prepare(self._plan, frame, self._counters)
         yield _tagged("labels", _labels(self._plan, typed))
         for key, part in _by_key(self._plan, typed):
-            yield _tagged("keyed", (key, [part]))
+            yield _tagged("keyed", (key, [pack(part)]))
 
 
 class _Fit(beam.DoFn):
@@ -371,9 +374,9 @@ class _Fit(beam.DoFn):
         self._pending: deque[tuple[tuple, Future, bool, BoundedWindow]] = deque()
 
     def process(self, element, window=beam.DoFn.WindowParam, classes=()):
-        key, parts = element
-        frames = [frame for bundle_frames in parts for frame in bundle_frames]
-        args = (self._plan, self._estimator, key, frames, _union(classes))
+        key, packed = element
+        parts = [part for bundle_parts in packed for part in bundle_parts]
+        args = (self._plan, self._estimator, key, parts, _union(classes))
         self._pending.append((args, *self._start(args), window))
         limit = QUEUED_PER_WORKER * (self._pool.workers if self._pool else 1)
         while self._pending and (self._pending[0][1].done() or len(self._pending) > limit):

@@ -12,7 +12,7 @@ are their families' (:mod:`~beam_dsl.transforms.training.metrics`,
 import hashlib
 import importlib
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,6 +231,57 @@ def prepare_frame(plan: Plan, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Ser
     return pd.DataFrame(typed, index=frame.index), reasons
 
 
+@dataclass
+class Prepared:
+    """What Prepare makes of a chunk of input rows (:func:`prepare_chunk`)."""
+
+    rows: int  # rows in
+    filtered: int  # rows WHERE dropped
+    bad: pd.DataFrame  # the input rows that cannot be used, as they came
+    reasons: pd.Series  # why, one per bad row
+    labels: set  # the classes among the usable rows' labels (none for a regressor)
+    parts: list[tuple[tuple, bytes]]  # (key, its usable rows packed), one per key
+
+
+def prepare_chunk(plan: Plan, frame: pd.DataFrame) -> Prepared:
+    """WHERE, typing and the split by key of a chunk of input rows; free of Beam, so that
+    a worker process can prepare one chunk while the run's process reads the next."""
+    rows, filtered = len(frame), 0
+    if plan.config.where is not None:
+        keep = expr.mask(plan.config.where, frame)
+        filtered = int((~keep).sum())
+        frame = frame[keep]
+    typed, reasons = prepare_frame(plan, frame)
+    bad = reasons.notna()
+    if bad.any():
+        typed = typed[~bad]
+    label = plan.config.label
+    labels = set(typed[label].unique().tolist()) if plan.task == "classification" else set()
+    parts = [(key, pack(part)) for key, part in _by_key(plan, typed)]
+    return Prepared(rows, filtered, frame[bad], reasons[bad], labels, parts)
+
+
+def _by_key(plan: Plan, typed: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame]]:
+    """The features and label of ``typed``, split by key."""
+    values = typed[[*plan.features, plan.config.label]]
+    if not plan.config.per:
+        yield (), values
+        return
+    for key, part in values.groupby([typed[c] for c in plan.config.per], sort=False):
+        yield tuple(_plain(k) for k in key), part
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def pack(part: pd.DataFrame) -> bytes:
+    """Some of a key's rows as they travel from Prepare to the key's fit: pickled once, by
+    the process that prepared them, so that the shuffle and the trip to a worker process
+    move bytes (encoding frames there cost as much again); :func:`fit_key` unpickles."""
+    return pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 # ---------------------------------------------------------------- holdout, one key
 
 
@@ -250,13 +301,6 @@ def split_holdout(
     order = np.argsort(hashes.to_numpy(), kind="stable")
     held = min(int(round(len(frame) * fraction)), max(len(frame) - 1, 0))
     return frame.iloc[order[held:]], frame.iloc[order[:held]]
-
-
-def pack(part: pd.DataFrame) -> bytes:
-    """Some of a key's rows as they travel from Prepare to the key's fit: pickled once, by
-    the process that prepared them, so that the shuffle and the trip to a worker process
-    move bytes (encoding frames there cost as much again); :func:`fit_key` unpickles."""
-    return pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def fit_key(

@@ -4,10 +4,12 @@ The work is columnar from end to end, so that a Beam pipeline trains about as
 fast as a hand-written pandas script (benchmarks/bench_training.py):
 
 1. **Prepare** (a :class:`~beam_dsl.transforms.common.rows.FrameDoFn`): frames of
-   rows (Beam's pandas batches straight from ReadFromCsv) are filtered by
-   WHERE, checked and typed column-wise (bad rows go to ``errors``), split by
-   key, and gathered per key over the whole bundle: one ``(key, [part])`` per
-   key and bundle goes on, not one element per row, the part pickled
+   rows (Beam's pandas batches straight from ReadFromCsv) are gathered into
+   chunks, each filtered by WHERE, checked and typed column-wise (bad rows go
+   to ``errors``) and split by key, in a worker process where workers run
+   (:func:`~beam_dsl.transforms.training.fit.prepare_chunk`); the parts are
+   gathered per key over the whole bundle: one ``(key, [part, ...])`` per key
+   and bundle goes on, not one element per row, each part pickled
    (:func:`~beam_dsl.transforms.training.fit.pack`) so that the shuffle and
    the worker processes get bytes.
 2. **GroupByKey** over those parts.
@@ -105,9 +107,9 @@ from beam_dsl.transforms.common.spec import SpecTransform
 from beam_dsl.transforms.training import encoders, metrics, modelstore, worker_modules
 from beam_dsl.transforms.training.fit import (
     Plan,
+    Prepared,
     fit_key,
-    pack,
-    prepare_frame,
+    prepare_chunk,
     resolve_task,
     save_key,
 )
@@ -124,6 +126,8 @@ POOL_AFTER_S = 3.0
 # ... unless the server runs already: Prepare starts it once it has read this many rows
 # (so that it imports while the rest is read), and Fit then uses workers from its first key.
 SERVER_AFTER_ROWS = 500_000
+# Prepare's chunks: rows typed and split by key at once (in a worker where workers run).
+CHUNK_ROWS = 200_000
 
 _LOG = logging.getLogger(__name__)
 
@@ -234,52 +238,27 @@ def _tagged(tag: str, value: Any) -> tuple[str, Any]:
     return (tag, value)
 
 
-def _prepare(plan: Plan, frame: pd.DataFrame, counters: "_Counters") -> Iterator[Any]:
-    """WHERE and typing for one frame of rows: yields ``errors`` rows, then returns the
-    usable rows typed (PER columns, label, features)."""
-    counters.rows_in.inc(len(frame))
-    if plan.config.where is not None:
-        keep = expr.mask(plan.config.where, frame)
-        counters.filtered.inc(int((~keep).sum()))
-        frame = frame[keep]
-    typed, reasons = prepare_frame(plan, frame)
-    bad = reasons.notna()
-    if bad.any():
-        counters.errors.inc(int(bad.sum()))
-        for row in error_rows(frame[bad], reasons[bad], plan.config.name):
+def _report(plan: Plan, prepared: Prepared, counters: "_Counters") -> Iterator[Any]:
+    """Counts a prepared chunk's rows and yields its ``errors`` rows."""
+    counters.rows_in.inc(prepared.rows)
+    counters.filtered.inc(prepared.filtered)
+    if len(prepared.bad):
+        counters.errors.inc(len(prepared.bad))
+        for row in error_rows(prepared.bad, prepared.reasons, plan.config.name):
             yield _tagged("errors", row)
-        typed = typed[~bad]
-    return typed
-
-
-def _by_key(plan: Plan, typed: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame]]:
-    """The features and label of ``typed``, split by key."""
-    values = typed[[*plan.features, plan.config.label]]
-    if not plan.config.per:
-        yield (), values
-        return
-    for key, part in values.groupby([typed[c] for c in plan.config.per], sort=False):
-        yield tuple(_plain(k) for k in key), part
-
-
-def _labels(plan: Plan, typed: pd.DataFrame) -> set:
-    """The classes among ``typed``'s labels (none for a regressor: they are not classes)."""
-    if plan.task != "classification":
-        return set()
-    return set(typed[plan.config.label].unique().tolist())
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 class _PrepareFrames(FrameDoFn):
-    """Frames of rows -> one ``keyed`` (key, [part]) per key and bundle, ``errors`` rows
-    and the bundle's ``labels`` (Fn API runners: batches in, finish_bundle outputs).
+    """Frames of rows -> one ``keyed`` (key, [part, ...]) per key and bundle, ``errors``
+    rows and the bundle's ``labels`` (Fn API runners: batches in, finish_bundle outputs).
 
-    Where Fit will (``processes`` > 1) or may (None, after :data:`SERVER_AFTER_ROWS`
-    rows) use worker processes, their fork server starts here, so that it imports
-    what fits need while rows are still being read."""
+    Frames are gathered into chunks of :data:`CHUNK_ROWS` rows, each prepared
+    (:func:`~beam_dsl.transforms.training.fit.prepare_chunk`: WHERE, typing, one
+    split by key) in a worker process where their fork server ran when this
+    started (``beam_dsl run`` starts it early), while this process reads the
+    next chunk; else here. Where Fit will (``processes`` > 1) or may (None,
+    after :data:`SERVER_AFTER_ROWS` rows) use worker processes, the fork server
+    starts here, so that it imports what fits need while rows are still read."""
 
     def __init__(self, plan: Plan, processes: int | None):
         super().__init__(plan.columns)
@@ -291,33 +270,75 @@ class _PrepareFrames(FrameDoFn):
         self._rows = 0
         if self._processes is not None and self._processes > 1:
             workers.start_server(worker_modules(self._plan.config))
+        self._in_workers = workers.server_started() and (
+            self._processes or workers.cores()) > 1
 
     def start_bundle(self) -> None:
         super().start_bundle()
-        self._typed: dict[BoundedWindow, list[pd.DataFrame]] = defaultdict(list)
-        self._labels: dict[BoundedWindow, set] = defaultdict(set)
+        self._frames: dict[BoundedWindow, list[pd.DataFrame]] = defaultdict(list)
+        self._chunks: deque[tuple[BoundedWindow, Future]] = deque()  # in order
+        self._pool: workers.WorkerPool | None = None
 
     def process_frame(self, frame: pd.DataFrame, window: BoundedWindow) -> Iterator[Any]:
         self._rows += len(frame)
         due = self._rows - len(frame) < SERVER_AFTER_ROWS <= self._rows
         if self._processes is None and due and workers.cores() > 1:
             workers.start_server(worker_modules(self._plan.config))
-        typed = yield from _prepare(self._plan, frame, self._counters)
-        self._labels[window].update(_labels(self._plan, typed))
-        self._typed[window].append(typed)
+        frames = self._frames[window]
+        frames.append(frame)
+        if sum(map(len, frames)) >= CHUNK_ROWS:
+            self._send(window)
+        yield from ()
+
+    def _send(self, window: BoundedWindow) -> None:
+        """Starts preparing the frames gathered in ``window`` (in a worker, or here)."""
+        frames = self._frames.pop(window)
+        chunk = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        del frames
+        if self._in_workers and self._pool is None:
+            processes = self._processes or workers.cores()
+            self._pool = workers.WorkerPool(processes, worker_modules(self._plan.config))
+        if self._pool is not None:
+            self._chunks.append((window, self._pool.submit(prepare_chunk, self._plan, chunk)))
+            return
+        done: Future = Future()
+        done.set_result(prepare_chunk(self._plan, chunk))
+        self._chunks.append((window, done))
 
     def finish_frames(self) -> Iterator[tuple[Any, BoundedWindow]]:
-        # One split of the bundle's rows by key, not one per frame: a frame per key
-        # and frame would be 500 keys x 200 frames of 10,000 rows = 100,000 tiny frames
-        # to pickle through the GroupByKey for 2 million rows.
-        for window in list(self._typed):
-            frames = self._typed.pop(window)
-            typed = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-            del frames
-            for key, part in _by_key(self._plan, typed):
-                yield _tagged("keyed", (key, [pack(part)])), window
-        for window, labels in self._labels.items():
-            yield _tagged("labels", labels), window
+        for window in list(self._frames):
+            self._send(window)
+        parts: dict[BoundedWindow, dict[tuple, list[bytes]]] = defaultdict(
+            lambda: defaultdict(list))
+        labels: dict[BoundedWindow, set] = defaultdict(set)
+        while self._chunks:
+            window, job = self._chunks.popleft()
+            prepared = _prepared(self._plan, job)
+            for value in _report(self._plan, prepared, self._counters):
+                yield value, window
+            labels[window] |= prepared.labels
+            for key, part in prepared.parts:
+                parts[window][key].append(part)
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        for window, by_key in parts.items():
+            for key, packed in by_key.items():
+                yield _tagged("keyed", (key, packed)), window
+        for window, found in labels.items():
+            yield _tagged("labels", found), window
+
+
+def _prepared(plan: Plan, job: Future) -> Prepared:
+    """A chunk's preparation, done; E436 where the worker preparing it died."""
+    try:
+        return job.result()
+    except BrokenProcessPool as e:
+        raise plan.config.error(
+            E_WORKER, f"a worker process preparing rows died ({e})",
+            hint="workers die most often for lack of memory: run with fewer --workers "
+            "(1 fits in the run's own process)",
+        ) from None
 
 
 def _row_key(plan: Plan) -> Any:
@@ -342,11 +363,11 @@ class _PrepareGroups(beam.DoFn):
 
     def process(self, element):
         _, rows = element
-        frame = rows_to_frame(list(rows), self._plan.columns)
-        typed = yield from _prepare(self._plan, frame, self._counters)
-        yield _tagged("labels", _labels(self._plan, typed))
-        for key, part in _by_key(self._plan, typed):
-            yield _tagged("keyed", (key, [pack(part)]))
+        prepared = prepare_chunk(self._plan, rows_to_frame(list(rows), self._plan.columns))
+        yield from _report(self._plan, prepared, self._counters)
+        yield _tagged("labels", prepared.labels)
+        for key, part in prepared.parts:
+            yield _tagged("keyed", (key, [part]))
 
 
 class _Fit(beam.DoFn):

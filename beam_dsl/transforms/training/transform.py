@@ -384,8 +384,11 @@ class _Fit(beam.DoFn):
 
     def setup(self) -> None:
         self._counters = _Counters(self._plan.config.name)
-        # None: each fit builds it (workers import the class; this process need not).
-        self._estimator = self._plan.make_estimator() if self._plan.estimator_imported else None
+        # None where keys go to workers from the first (their server runs) and this
+        # process need not import the class: each fit builds it. Else it is built here
+        # now, so that importing scikit-learn does not count as fitting in line.
+        here = self._plan.estimator_imported or not workers.server_started()
+        self._estimator = self._plan.make_estimator() if here else None
         self._pool: workers.WorkerPool | None = None
         self._in_line = (self._processes or workers.cores()) == 1
         self._in_line_s = 0.0  # spent fitting in line

@@ -51,26 +51,26 @@ def worker_options(workers: int | None) -> list[str]:
     return [] if workers is None else [f"--beam_dsl_workers={workers}"]
 
 
-def start_train_workers(compilation: Compilation, runner: str, beam_args: Sequence[str]) -> bool:
+def start_train_workers(compilation: Compilation, runner: str, beam_args: Sequence[str]) -> None:
     """Starts the fork server of TRAIN's workers (preloading what every TRAIN the pipeline
     uses needs) where the run is in-process, in Beam's default mode, and has more than one
-    worker process (``--beam_dsl_workers``, else one per core); returns whether it did.
-    The server runs in the pipeline's folder, as the run does."""
+    worker process (``--beam_dsl_workers``, else one per core). The server runs in the
+    pipeline's folder, as the run does. Beam checks the options themselves later."""
     configs = [d.config for name, d in compilation.defs.items()
                if name in compilation.types and isinstance(d.config, TrainConfig)]
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--beam_dsl_workers", type=int)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--beam_dsl_workers", default="")
     parser.add_argument("--direct_running_mode", default="in_memory")
     options, _ = parser.parse_known_args(list(beam_args))
     if not configs or runner not in IN_PROCESS or options.direct_running_mode != "in_memory":
-        return False  # nothing to fit, or TRAIN runs in other processes (Beam's, Dask's)
-    if (options.beam_dsl_workers or workers.cores()) < 2:
-        return False
+        return  # nothing to fit, or TRAIN runs in other processes (Beam's, Dask's)
+    count = options.beam_dsl_workers
+    if (int(count) if count.isdigit() else workers.cores()) < 2:
+        return
     modules = dict.fromkeys(m for config in configs for m in worker_modules(config))
     hide_torch = not may_need_torch(compilation) and "torch" not in sys.modules  # as the run
     with contextlib.chdir(compilation.pipeline_dir):
         workers.start_server(list(modules), hide_torch)
-    return True
 
 
 def _frameworks(config: Any) -> set[str]:

@@ -16,8 +16,10 @@ Outputs (docs/ENSEMBLES.md lists their columns):
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import apache_beam as beam
@@ -42,6 +44,12 @@ from beam_dsl.transforms.ensemble.plan import EnsemblePlan
 E_INPUT = "E452"  # input rows without a schema, or fields the outputs would overwrite
 
 RowMaker = Callable[[Sequence[Any]], Any]
+Answers = tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.DataFrame | None]
+
+# Batches at work at once beyond the one whose rows are being made: two threads
+# keep each model busy while another model (or the main thread) works on the
+# batch before.
+AHEAD = 2
 
 
 def row_maker(fields: Sequence[tuple[str, Any]]) -> RowMaker:
@@ -75,6 +83,22 @@ def _rows(frame: pd.DataFrame, columns: Sequence[str], make: RowMaker) -> Iterat
     return map(make, zip(*(row_values(frame[c]) for c in columns), strict=True))
 
 
+class _OneAtATime:
+    """A predictor that serves one batch at a time, whichever thread asks.
+
+    Predictors keep state that is not safe to share across threads (a PER
+    model's key set and loaded models, a CUSTOM handler's, a decoder's caches).
+    """
+
+    def __init__(self, predictor: Any):
+        self.predictor = predictor
+        self.lock = threading.Lock()
+
+    def predict(self, frame: pd.DataFrame, scores: bool = False) -> pd.DataFrame:
+        with self.lock:
+            return self.predictor.predict(frame, scores=scores)
+
+
 class _Ensemble:
     """An :class:`EnsemblePlan` at work on frames of rows, with its models loaded.
 
@@ -85,6 +109,8 @@ class _Ensemble:
         self.plan = plan
         self.fields = dict(fields)
         self.max_rows = plan.max_rows()
+        # rows that arrive one by one gather into frames of several batches, to pipeline
+        self.frame_rows = self.max_rows * (AHEAD + 1)
         self.allow_pickle = allow_pickle
         self.main_fields = [*fields.items(), *plan.result_types()]
         self.shadow_fields = [*fields.items(), *plan.shadow_types()]
@@ -93,27 +119,29 @@ class _Ensemble:
         from beam_dsl.transforms.inference.predictors import build_predictor
 
         self.predictors = {
-            m: build_predictor(self.plan.models[m], allow_pickle=self.allow_pickle)
+            m: _OneAtATime(build_predictor(self.plan.models[m], allow_pickle=self.allow_pickle))
             for m in self.plan.model_names()
         }
         self.make_main = row_maker(self.main_fields)
         self.make_shadow = row_maker(self.shadow_fields)
         threads = self.plan.form.threads()
         self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
+        self.ahead = ThreadPoolExecutor(AHEAD, thread_name_prefix="beam_dsl-ensemble")
 
     def teardown(self) -> None:
-        if getattr(self, "pool", None) is not None:
-            self.pool.shutdown()
+        for pool in (getattr(self, "pool", None), getattr(self, "ahead", None)):
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
 
     def outputs(self, frame: pd.DataFrame) -> Iterator[tuple[str, Any]]:
         # Frames from a reader can be larger than the models' BATCH maximum.
-        for start in range(0, len(frame), self.max_rows):
-            chunk = frame.iloc[start : start + self.max_rows].reset_index(drop=True)
-            typed, unfit = conform_to_schema(chunk, self.fields)
-            unfit = unfit.dropna()
-            main, rejected, shadow = self.plan.run(
-                typed.drop(index=unfit.index), self.predictors, self.pool
-            )
+        chunks = [
+            frame.iloc[start : start + self.max_rows].reset_index(drop=True)
+            for start in range(0, len(frame), self.max_rows)
+        ]
+        for chunk, (main, unfit, rejected, shadow) in zip(
+            chunks, self._answers(chunks), strict=True
+        ):
             for row in _rows(main, [n for n, _ in self.main_fields], self.make_main):
                 yield "main", row
             errors = pd.concat([unfit, rejected])
@@ -123,12 +151,39 @@ class _Ensemble:
                 for row in _rows(shadow, [n for n, _ in self.shadow_fields], self.make_shadow):
                     yield "shadow", row
 
+    def _answers(self, chunks: Sequence[pd.DataFrame]) -> Iterator[Answers]:
+        """Each chunk's answers in order, with up to :data:`AHEAD` later chunks at work."""
+        if len(chunks) == 1:
+            yield self._answer(chunks[0])
+            return
+        pending: deque[Future] = deque()
+        try:
+            for chunk in chunks:
+                pending.append(self.ahead.submit(self._answer, chunk))
+                if len(pending) > AHEAD:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # a failed chunk (or a consumer that stopped) leaves nothing running
+            for future in pending:
+                future.cancel()
+
+    def _answer(self, chunk: pd.DataFrame) -> Answers:
+        """(main, unfit, rejected, shadow): the plan's answers for one chunk, and the
+        rows that do not fit the input schema."""
+        typed, unfit = conform_to_schema(chunk, self.fields)
+        unfit = unfit.dropna()
+        main, rejected, shadow = self.plan.run(
+            typed.drop(index=unfit.index), self.predictors, self.pool
+        )
+        return main, unfit, rejected, shadow
+
 
 class _EnsembleFn(FrameDoFn):
     """Runner with batched DoFns: Beam's frames (or buffered rows) in, tagged outputs out."""
 
     def __init__(self, ensemble: _Ensemble):
-        super().__init__(list(ensemble.fields), ensemble.max_rows)
+        super().__init__(list(ensemble.fields), ensemble.frame_rows)
         self.ensemble = ensemble
 
     def setup(self) -> None:
@@ -194,7 +249,7 @@ class RunEnsemble(SpecTransform):
         else:
             tagged = (
                 pcoll
-                | "Frames" >> RowsToFrames(list(fields), ensemble.max_rows)
+                | "Frames" >> RowsToFrames(list(fields), ensemble.frame_rows)
                 | "Ensemble" >> beam.ParDo(_EnsembleFramesFn(ensemble))
             )
             main, errors, shadow = (

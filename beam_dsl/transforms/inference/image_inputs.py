@@ -117,19 +117,26 @@ def decode_images(
     if device is None:
         return _on_threads(values)
     key = _batch_key(values, device)
-    with _LAST_LOCK:
-        if key is not None and _LAST.get("key") == key:  # the ensemble's next MODEL
-            return list(_LAST["images"]), list(_LAST["errors"])
+    with _RECENT_LOCK:
+        if key is not None and key in _RECENT:  # the ensemble's next MODEL
+            images, errors = _RECENT[key]
+            return list(images), list(errors)
     images, errors = _on_device(values, device)
-    with _LAST_LOCK:
-        _LAST.update(key=key, images=images, errors=errors)
+    if key is not None:
+        with _RECENT_LOCK:
+            _RECENT[key] = (images, errors)
+            while len(_RECENT) > _KEPT:
+                del _RECENT[next(iter(_RECENT))]
     return list(images), list(errors)
 
 
-# The last batch decoded on a device: an ENSEMBLE's MODELs (BLIP, then CLIP) ask
-# for the same images one after the other, and decode them once.
-_LAST: dict[str, Any] = {}
-_LAST_LOCK = threading.Lock()
+# The batches last decoded on a device, oldest first: an ENSEMBLE's MODELs (BLIP,
+# then CLIP) ask for the same images one after the other, and decode them once.
+# The ENSEMBLE has two batches at work at once (BLIP on one while CLIP is on the
+# one before), so two are kept.
+_RECENT: dict[tuple, tuple[list[Any], list[Any]]] = {}
+_KEPT = 2
+_RECENT_LOCK = threading.Lock()
 
 
 def _batch_key(values: Sequence[Any], device: str) -> tuple | None:

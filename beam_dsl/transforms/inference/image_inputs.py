@@ -116,15 +116,25 @@ def decode_images(
     """
     if device is None:
         return _on_threads(values)
+    import torch
+
     key = _batch_key(values, device)
     with _RECENT_LOCK:
-        if key is not None and key in _RECENT:  # the ensemble's next MODEL
-            images, errors = _RECENT[key]
-            return list(images), list(errors)
+        recent = _RECENT.get(key) if key is not None else None
+    if recent is not None:  # the ensemble's next MODEL, maybe on a CUDA stream of its own
+        images, errors, decoded = recent
+        stream = torch.cuda.current_stream()
+        stream.wait_event(decoded)  # the decoding stream's work is done first
+        for image in images:
+            if image is not None:
+                image.record_stream(stream)  # its memory outlives this stream's reads
+        return list(images), list(errors)
     images, errors = _on_device(values, device)
     if key is not None:
+        decoded = torch.cuda.Event()
+        decoded.record()
         with _RECENT_LOCK:
-            _RECENT[key] = (images, errors)
+            _RECENT[key] = (images, errors, decoded)
             while len(_RECENT) > _KEPT:
                 del _RECENT[next(iter(_RECENT))]
     return list(images), list(errors)
@@ -134,7 +144,7 @@ def decode_images(
 # then CLIP) ask for the same images one after the other, and decode them once.
 # The ENSEMBLE has two batches at work at once (BLIP on one while CLIP is on the
 # one before), so two are kept.
-_RECENT: dict[tuple, tuple[list[Any], list[Any]]] = {}
+_RECENT: dict[tuple, tuple[list[Any], list[Any], Any]] = {}  # images, errors, CUDA event
 _KEPT = 2
 _RECENT_LOCK = threading.Lock()
 

@@ -123,16 +123,19 @@ def decode_images(
         recent = _RECENT.get(key) if key is not None else None
     if recent is not None:  # the ensemble's next MODEL, maybe on a CUDA stream of its own
         images, errors, decoded = recent
-        stream = torch.cuda.current_stream()
-        stream.wait_event(decoded)  # the decoding stream's work is done first
-        for image in images:
-            if image is not None:
-                image.record_stream(stream)  # its memory outlives this stream's reads
+        if decoded is not None:
+            stream = torch.cuda.current_stream()
+            stream.wait_event(decoded)  # the decoding stream's work is done first
+            for image in images:
+                if image is not None:
+                    image.record_stream(stream)  # its memory outlives this stream's reads
         return list(images), list(errors)
     images, errors = _on_device(values, device)
     if key is not None:
-        decoded = torch.cuda.Event()
-        decoded.record()
+        decoded = None
+        if torch.device(device).type == "cuda":
+            decoded = torch.cuda.Event()
+            decoded.record()
         with _RECENT_LOCK:
             _RECENT[key] = (images, errors, decoded)
             while len(_RECENT) > _KEPT:

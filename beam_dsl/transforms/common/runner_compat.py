@@ -5,7 +5,9 @@ batched DoFns, deliver what ``finish_bundle`` emits and keep the tagged
 outputs of a multi-output ParDo apart. Beam 2.77's DaskRunner does none of
 the three (docs/RUNNERS.md). Each transform states both ways of doing its
 work and :func:`by_runner` picks one; :func:`select` and :class:`RowBatches`
-are the runner-agnostic building blocks of the portable way. The run's own
+are the runner-agnostic building blocks of the portable way. Transforms whose
+work is frames in, rows of several outputs out (MODEL, ENSEMBLE) use
+:class:`FrameOutputs`, which holds both ways. The run's own
 settings for the transforms' work live here too (:class:`WorkerOptions`).
 """
 

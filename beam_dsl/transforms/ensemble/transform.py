@@ -6,6 +6,13 @@ frames of rows: the config's form (:mod:`~beam_dsl.transforms.ensemble.forms`:
 STEPs with an OUTPUT combiner, SPLIT, CASCADE or SWITCH) and its SHADOW
 models. Each model loads once per worker, through the predictors MODEL uses.
 
+The batches of a frame are pipelined: while the runner's thread makes the rows
+of one batch, the next two are at work on two threads, and each model serves
+one batch at a time (its predictor is never called from two threads at once).
+So a model's batches follow each other with no gap for the others' work: BLIP
+generates batch i+1 on the GPU while CLIP scores batch i and the host decodes
+and tokenizes its captions.
+
 Outputs (docs/ENSEMBLES.md lists their columns):
 
 * ``main``: the input fields, the result and each member's answer and provenance;
@@ -18,69 +25,35 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 import pandas as pd
-from apache_beam.transforms.window import BoundedWindow
-from apache_beam.typehints.schemas import named_fields_to_schema, named_tuple_from_schema
 
 from beam_dsl.ir.ensemble import EnsembleConfig
 from beam_dsl.transforms.common.rows import (
     ERROR_ROW_TYPE,
-    FrameDoFn,
     conform_to_schema,
     error_rows,
+    frame_rows,
+    row_maker,
     row_type,
     schema_fields,
 )
-from beam_dsl.transforms.common.runner_compat import RowsToFrames, runs_batches, select
+from beam_dsl.transforms.common.runner_compat import FrameOutputs
 from beam_dsl.transforms.common.spec import SpecTransform
 from beam_dsl.transforms.ensemble.plan import EnsemblePlan
 
 E_INPUT = "E452"  # input rows without a schema, or fields the outputs would overwrite
 
-RowMaker = Callable[[Sequence[Any]], Any]
 Answers = tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.DataFrame | None]
 
 # Batches at work at once beyond the one whose rows are being made: two threads
 # keep each model busy while another model (or the main thread) works on the
 # batch before.
 AHEAD = 2
-
-
-def row_maker(fields: Sequence[tuple[str, Any]]) -> RowMaker:
-    """Builds rows of this schema from value tuples.
-
-    Beam's own NamedTuple for the schema (what its RowCoder decodes to, and
-    picklable) is several times faster to build than ``beam.Row(**fields)``;
-    field names that are not Python identifiers need ``beam.Row``.
-    """
-    try:
-        return named_tuple_from_schema(named_fields_to_schema(list(fields)))._make
-    except ValueError:
-        names = [n for n, _ in fields]
-        return lambda values: beam.Row(**dict(zip(names, values, strict=True)))
-
-
-def row_values(series: pd.Series) -> list:
-    """A column's values for Beam rows: None where a value is missing.
-
-    Beam's frames hold nullable fields in pandas' extension types (``string``
-    for ``Optional[str]``), whose missing value ``pd.NA`` Beam's RowCoder
-    cannot encode: it fails on the first such row it encodes (every row at a
-    fusion break, and the rows Beam samples to estimate sizes, at random).
-    """
-    if isinstance(series.dtype, np.dtype):
-        return series.tolist()
-    return series.to_numpy(dtype=object, na_value=None).tolist()
-
-
-def _rows(frame: pd.DataFrame, columns: Sequence[str], make: RowMaker) -> Iterator[Any]:
-    return map(make, zip(*(row_values(frame[c]) for c in columns), strict=True))
 
 
 class _OneAtATime:
@@ -102,7 +75,8 @@ class _OneAtATime:
 class _Ensemble:
     """An :class:`EnsemblePlan` at work on frames of rows, with its models loaded.
 
-    Yields ``(tag, row)`` pairs; the DoFns below turn them into Beam outputs.
+    Yields ``(tag, row)`` pairs, which ``runner_compat.FrameOutputs`` turns into Beam
+    outputs.
     """
 
     def __init__(self, plan: EnsemblePlan, fields: Mapping[str, Any], allow_pickle: bool):
@@ -142,13 +116,14 @@ class _Ensemble:
         for chunk, (main, unfit, rejected, shadow) in zip(
             chunks, self._answers(chunks), strict=True
         ):
-            for row in _rows(main, [n for n, _ in self.main_fields], self.make_main):
+            for row in frame_rows(main, [n for n, _ in self.main_fields], self.make_main):
                 yield "main", row
             errors = pd.concat([unfit, rejected])
             for row in error_rows(chunk.loc[errors.index], errors, self.plan.name):
                 yield "errors", row
             if shadow is not None:
-                for row in _rows(shadow, [n for n, _ in self.shadow_fields], self.make_shadow):
+                columns = [n for n, _ in self.shadow_fields]
+                for row in frame_rows(shadow, columns, self.make_shadow):
                     yield "shadow", row
 
     def _answers(self, chunks: Sequence[pd.DataFrame]) -> Iterator[Answers]:
@@ -179,40 +154,6 @@ class _Ensemble:
         return main, unfit, rejected, shadow
 
 
-class _EnsembleFn(FrameDoFn):
-    """Runner with batched DoFns: Beam's frames (or buffered rows) in, tagged outputs out."""
-
-    def __init__(self, ensemble: _Ensemble):
-        super().__init__(list(ensemble.fields), ensemble.frame_rows)
-        self.ensemble = ensemble
-
-    def setup(self) -> None:
-        self.ensemble.setup()
-
-    def teardown(self) -> None:
-        self.ensemble.teardown()
-
-    def process_frame(self, frame: pd.DataFrame, window: BoundedWindow) -> Iterator[Any]:
-        for tag, row in self.ensemble.outputs(frame):
-            yield row if tag == "main" else beam.pvalue.TaggedOutput(tag, row)
-
-
-class _EnsembleFramesFn(beam.DoFn):
-    """Other runners (see :func:`runs_batches`): frames as elements, ``(tag, row)`` out."""
-
-    def __init__(self, ensemble: _Ensemble):
-        self.ensemble = ensemble
-
-    def setup(self) -> None:
-        self.ensemble.setup()
-
-    def teardown(self) -> None:
-        self.ensemble.teardown()
-
-    def process(self, frame: pd.DataFrame) -> Iterator[tuple[str, Any]]:
-        yield from self.ensemble.outputs(frame)
-
-
 class RunEnsemble(SpecTransform):
     """Runs an ENSEMBLE of MODELs: steps with a combiner, or a SPLIT, CASCADE or SWITCH.
 
@@ -241,20 +182,9 @@ class RunEnsemble(SpecTransform):
                 "rename them or the ENSEMBLE's outputs",
             )
         ensemble = _Ensemble(self.plan, fields, self.config.allow_pickle)
-        if runs_batches(pcoll.pipeline):
-            outputs = pcoll | "Ensemble" >> beam.ParDo(_EnsembleFn(ensemble)).with_outputs(
-                "errors", "shadow", main="main"
-            )
-            main, errors, shadow = outputs.main, outputs.errors, outputs.shadow
-        else:
-            tagged = (
-                pcoll
-                | "Frames" >> RowsToFrames(list(fields), ensemble.frame_rows)
-                | "Ensemble" >> beam.ParDo(_EnsembleFramesFn(ensemble))
-            )
-            main, errors, shadow = (
-                select(tagged, tag, f"Select {tag}") for tag in ("main", "errors", "shadow")
-            )
+        outputs = pcoll | "Ensemble" >> FrameOutputs(
+            ensemble, list(fields), ensemble.frame_rows, ("main", "errors", "shadow"))
+        main, errors, shadow = outputs["main"], outputs["errors"], outputs["shadow"]
         main.element_type = row_type(ensemble.main_fields)
         errors.element_type = ERROR_ROW_TYPE
         shadow.element_type = row_type(ensemble.shadow_fields)

@@ -121,3 +121,24 @@ def test_a_failing_batch_fails_the_frame_and_leaves_nothing_running(monkeypatch)
     calls = recorders["first"].calls
     time.sleep(0.1)
     assert recorders["first"].calls == calls < 10  # the batches after it were cancelled
+
+
+def test_rows_that_arrive_one_by_one_all_reach_a_writer_of_batches(monkeypatch, tmp_path):
+    """After WaitOn the rows arrive one by one and are answered at the end of the bundle.
+    Beam 2.77 flushes a step's outputs before its finish_bundle, so what a DoFn emits
+    there into a step that takes batches (WriteToJson) never reaches it: every row
+    must still reach the file (runner_compat.FrameOutputs)."""
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.transforms.util import WaitOn
+
+    recorders = {m: _Recorder(m) for m in ("first", "second")}
+    monkeypatch.setattr(predictors, "build_predictor",
+                        lambda model, allow_pickle: recorders[model.name])
+    _frame(37).to_csv(tmp_path / "in.csv", index=False)
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        rows = p | beam.io.ReadFromCsv(str(tmp_path / "in.csv")) | WaitOn(p | beam.Create([1]))
+        outputs = rows | RunEnsemble.from_config(_chain(4))
+        _ = outputs["main"] | beam.io.WriteToJson(str(tmp_path / "main"))
+    written = pd.concat(pd.read_json(f, lines=True) for f in tmp_path.glob("main*"))
+    assert sorted(written.user_id) == list(range(37))

@@ -21,7 +21,8 @@ import pandas as pd
 from beam_dsl.diagnostics import config_error, did_you_mean
 from beam_dsl.ir.features import FeaturesConfig
 from beam_dsl.transforms.features.asof import AsOf
-from beam_dsl.transforms.features.panes import entity_key, event_ms
+from beam_dsl.transforms.features.keys import entity_key
+from beam_dsl.transforms.features.panes import event_ms
 from beam_dsl.transforms.features.stores import E_NOT_FOUND, read_online
 
 _TIMES = ("as_of", "window_start", "window_end", "expires_at")

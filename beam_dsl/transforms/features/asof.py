@@ -44,7 +44,7 @@ import pandas as pd
 from beam_dsl.ir.dataset import expired_column
 from beam_dsl.ir.features import FeaturesConfig
 from beam_dsl.transforms.features.aggregates import REGISTRY, empty_value
-from beam_dsl.transforms.features.panes import WindowPlan
+from beam_dsl.transforms.features.windows import WindowPlan, to_ms
 
 
 def latest_at_or_before(row_codes: np.ndarray, row_ms: np.ndarray, codes: np.ndarray,
@@ -112,7 +112,7 @@ class AsOf:
             every_ms=windows.every_ms,
             offset_ms=windows.longest.offset_ms,
             longest_ms=windows.longest.size_ms,
-            ttl_ms=None if config.ttl_s is None else int(round(config.ttl_s * 1000)),
+            ttl_ms=None if config.ttl_s is None else to_ms(config.ttl_s),
             features=tuple(config.feature_names()),
             empty=tuple(empty_value(kind) for kind in kinds),
         )

@@ -25,7 +25,7 @@ concurrent writers (shards, a stream's firings) merge correctly.
   ``beam_dsl:features:<name>:<entity_key>`` (the rows as JSON, scored by
   ``window_end``) and the hash ``beam_dsl:feature_sets``.
 
-The entity key is :func:`beam_dsl.transforms.features.panes.entity_key`.
+The entity key is :func:`beam_dsl.transforms.features.keys.entity_key`.
 
 Reading never creates anything: SQLite is opened read-only (``mode=ro``),
 and a missing file, feature set or entity is E445 (with a "did you mean").

@@ -56,11 +56,11 @@ from beam_dsl.transforms.common.rows import (
 from beam_dsl.transforms.common.runner_compat import by_runner, select
 from beam_dsl.transforms.common.spec import SpecTransform
 from beam_dsl.transforms.features.asof import AsOf, ms_of
+from beam_dsl.transforms.features.keys import entity_key
 from beam_dsl.transforms.features.offline import arrow_schema, write_offline
 from beam_dsl.transforms.features.panes import (
     FeaturePlan,
     Panes,
-    entity_key,
     entity_texts,
     merge,
     panes_of,

@@ -33,7 +33,7 @@ def time_ms(value: Any) -> int | None:
     """
     import pandas as pd
 
-    from beam_dsl.transforms.features.panes import event_ms
+    from beam_dsl.transforms.features.times import event_ms
 
     ms, bad = event_ms(pd.Series([value], dtype=object))
     return None if bad[0] else int(ms[0])

@@ -135,13 +135,16 @@ def test_features_get_and_list_import_no_heavy_libraries(tmp_path):
         "assert main(['features', 'list', '--store', 'sqlite:///store.db']) == 0\n"
         "heavy = ('apache_beam', 'pandas', 'pyarrow')\n"
         "print('HEAVY', [m for m in heavy if m in sys.modules])\n"
+        "assert main(['features', 'get', 'clicks', '--store', 'sqlite:///store.db', "
+        "'--as-of', '2023-11-16T00:00:00Z', 'user_id=1']) == 0\n"  # reading a time: pandas
+        "print('BEAM', 'apache_beam' in sys.modules)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
     assert "n  " in result.stdout and "clicks  (ENTITY user_id" in result.stdout
-    assert "HEAVY []" in result.stdout
+    assert "HEAVY []" in result.stdout and "BEAM False" in result.stdout
 
 
 @pytest.mark.skipif(

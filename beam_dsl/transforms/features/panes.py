@@ -1,7 +1,7 @@
 """The FEATURES plan: events -> pane states -> window rows, on pandas frames, runner-free.
 
 A FEATURES statement is computed in three column-wise steps, each a function
-here, which the Beam transform (``features.py``) places in a pipeline:
+here, which the Beam transform (``transform.py``) places in a pipeline:
 
 1. :func:`prepare`: a frame of input rows becomes *events*: WHERE applied,
    event time parsed to epoch milliseconds, each aggregate's FILTER and

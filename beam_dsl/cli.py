@@ -6,7 +6,8 @@ or a failed run); 2 usage or I/O errors (a missing file, a bad flag);
 123 an internal error (a bug in beam_dsl: please report it).
 
 ``lint``, ``compile``, ``fmt``, ``graph``, ``init`` and ``schema`` import no Beam,
-scikit-learn, torch or transformers.
+scikit-learn, torch or transformers; ``features get`` and ``features list`` import
+no Beam, and no pandas unless given ``--as-of``.
 """
 
 from __future__ import annotations

@@ -16,12 +16,11 @@ import time
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from beam_dsl.diagnostics import config_error, did_you_mean
 from beam_dsl.ir.features import FeaturesConfig
 from beam_dsl.transforms.features.asof import AsOf
-from beam_dsl.transforms.features.panes import entity_key, event_ms
+from beam_dsl.transforms.features.keys import entity_key
 from beam_dsl.transforms.features.stores import E_NOT_FOUND, read_online
 
 _TIMES = ("as_of", "window_start", "window_end", "expires_at")
@@ -30,7 +29,12 @@ _TIMES = ("as_of", "window_start", "window_end", "expires_at")
 def time_ms(value: Any) -> int | None:
     """Epoch milliseconds of a time given as epoch seconds (a number or its text), ISO-8601
     text (UTC without a zone) or a datetime, as FEATURES reads event times; None if it is none.
+    Imports pandas (FEATURES' reader of times): a read without ``--as-of`` does not.
     """
+    import pandas as pd
+
+    from beam_dsl.transforms.features.times import event_ms
+
     ms, bad = event_ms(pd.Series([value], dtype=object))
     return None if bad[0] else int(ms[0])
 
@@ -64,7 +68,6 @@ def get_features(name: str, store_uri: str, key: dict[str, Any],
                               did_you_mean(_shown(wanted), shown))
     finally:
         store.close()
-    found = answer.found.iloc[0]
     if not answer.answerable[0]:
         raise store.error(E_NOT_FOUND, f"the store keeps {_shown(wanted)}'s rows from "
                           f"{_iso(answer.kept_from_ms[0] / 1000)} on, not enough to answer "
@@ -74,23 +77,18 @@ def get_features(name: str, store_uri: str, key: dict[str, Any],
     out: dict[str, Any] = {c: stored[wanted][0][c] for c in rule.entity}
     out["as_of"] = t_ms / 1000
     if rule.session:
-        out["window_start"], out["window_end"] = found["window_start"], found["window_end"]
+        out["window_start"] = answer.found["window_start"][0]
+        out["window_end"] = answer.found["window_end"][0]
     else:
         end = int(rule.window_end_ms(np.array([t_ms]))[0])
         out["window_start"], out["window_end"] = (end - rule.longest_ms) / 1000, end / 1000
     if rule.ttl_ms is not None:
-        out["expires_at"] = found["expires_at"]
+        out["expires_at"] = answer.found["expires_at"][0]
     for column, values in answer.columns.items():
         if column != rule.marker:
-            value = values[0] if not isinstance(values, pd.Series) else values.iloc[0]
-            out[column] = None if value is None or value is pd.NA or (
-                isinstance(value, float) and np.isnan(value)) else _plain(value)
+            out[column] = values[0]  # a stored (JSON) value, an empty value or None
     out["expired"] = bool(rule.marker is not None and answer.columns[rule.marker][0])
     return out
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _check_columns(store: Any, rule: AsOf, key: dict[str, Any]) -> None:

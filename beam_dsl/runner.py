@@ -28,15 +28,14 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, TextIO
 
-import apache_beam as beam
-import pandas as pd
 import yaml
-from apache_beam.metrics import Metrics
 
 from beam_dsl.dsl.compiler import Compilation
+from beam_dsl.ir.train import TrainConfig
 from beam_dsl.run_start import IN_PROCESS, compile_for_run, may_need_torch
-from beam_dsl.transforms.common.rows import schema_fields
+from beam_dsl.transforms.common import workers
 from beam_dsl.transforms.common.torch_guard import NoTorch
+from beam_dsl.transforms.training.modelstore import SKOPS_SUFFIXES
 
 COUNTER_NAMESPACE = "beam_dsl"
 
@@ -119,41 +118,19 @@ def _progress(out: TextIO | None, every_s: float = 5.0) -> Iterator[None]:
         done.set()
 
 
-class _Count(beam.DoFn):
-    """Counts rows into a Beam counter."""
-
-    def __init__(self, counter: str):
-        self.counter_name = counter
-
-    def setup(self):
-        self.counter = Metrics.counter(COUNTER_NAMESPACE, self.counter_name)
-
-    def process(self, element):
-        self.counter.inc()
+Counted = list[tuple[str, str, Any]]  # (transform, "in" or output tag, PCollection)
 
 
-class _CountFrames(_Count):
-    """Counts schema'd rows a pandas batch at a time where the producer makes batches
-    (Beam YAML's ReadFromCsv does), so counting does not explode them into rows."""
-
-    def get_input_batch_type(self, input_element_type):
-        return pd.DataFrame
-
-    @beam.DoFn.yields_elements
-    def process_batch(self, batch):
-        self.counter.inc(len(batch))
-        yield from ()  # Beam needs a generator; the count is all this does
-
-
-def _count_rows(pipeline: Any) -> dict[str, str]:
-    """Adds a counter on every input and output of each beam_dsl transform; returns
-    the TRAIN transforms: their name in the pipeline -> their statement's name."""
+def _spec_transforms(pipeline: Any) -> tuple[Counted, dict[str, str]]:
+    """The input and every output of each beam_dsl transform, whose rows the summary
+    counts, and the TRAIN transforms: their name in the pipeline -> their statement's."""
     from apache_beam.pipeline import PipelineVisitor
+    from apache_beam.pvalue import PCollection
 
     from beam_dsl.transforms.common.spec import SpecTransform
     from beam_dsl.transforms.training.transform import TrainModels
 
-    found: list[tuple[str, str, Any]] = []
+    found: Counted = []
     trains: dict[str, str] = {}
 
     class Visitor(PipelineVisitor):
@@ -181,13 +158,25 @@ def _count_rows(pipeline: Any) -> dict[str, str]:
                 self.inside -= 1
 
     pipeline.visit(Visitor())
+    return [f for f in found if isinstance(f[2], PCollection)], trains
 
-    for i, (name, tag, pcoll) in enumerate(found):
-        if isinstance(pcoll, beam.pvalue.PCollection):
-            label = f"rows.{name}.{tag}"
-            counter = _CountFrames if schema_fields(pcoll.element_type) else _Count
-            _ = pcoll | f"beam_dsl count {i} {label}" >> beam.ParDo(counter(label))
-    return trains
+
+def _element_counts(result: Any) -> dict[str, int] | None:
+    """Rows per PCollection id, from the runner's own element counts: Beam's in-process
+    FnApiRunner reports one for every PCollection (a pandas batch counts its rows);
+    None for other runners."""
+    from apache_beam.metrics import monitoring_infos
+    from apache_beam.runners.portability.fn_api_runner.fn_runner import RunnerResult
+
+    if not isinstance(result, RunnerResult):
+        return None
+    counts: dict[str, int] = {}
+    for info in result.monitoring_infos():
+        if info.urn == monitoring_infos.ELEMENT_COUNT_URN:
+            pcoll = info.labels[monitoring_infos.PCOLLECTION_LABEL]
+            # A PCollection that crosses stages is reported by both: the same count.
+            counts[pcoll] = max(counts.get(pcoll, 0), monitoring_infos.extract_counter_value(info))
+    return counts
 
 
 def name_spec_transforms(node: Any, declared: set[str]) -> None:
@@ -205,28 +194,54 @@ def name_spec_transforms(node: Any, declared: set[str]) -> None:
             name_spec_transforms(node.get(key), declared)
 
 
-def _summary(result: Any, wall_s: float) -> RunSummary:
+def _summary(result: Any, wall_s: float, pipeline: Any, counted: Counted) -> RunSummary:
+    """The summary of a finished run: rows into and out of each beam_dsl transform (from
+    the runner's element counts of their PCollections), and the transforms' counters."""
     summary = RunSummary(wall_s)
+    counts = _element_counts(result)
     try:
         counters = result.metrics().query()["counters"]
     except Exception:  # some runners report no metrics
+        counters = None
+    if counts is None or counters is None:
         summary.counted = False
         return summary
-    for counter in counters:
-        if counter.key.metric.namespace != COUNTER_NAMESPACE:
+    for name, tag, pcoll in counted:
+        rows = counts.get(pipeline.component_id_map.get_or_assign(pcoll), 0)
+        if not rows:
             continue
-        name = counter.key.metric.name
-        value = counter.committed if counter.committed is not None else counter.attempted
-        if name.startswith("rows."):
-            transform, tag = name[len("rows.") :].rsplit(".", 1)
-            if tag == "in":
-                summary.rows_in[transform] = summary.rows_in.get(transform, 0) + value
-            else:
-                key = f"{transform}.{tag}"
-                summary.rows_out[key] = summary.rows_out.get(key, 0) + value
+        if tag == "in":
+            summary.rows_in[name] = summary.rows_in.get(name, 0) + rows
         else:
+            summary.rows_out[f"{name}.{tag}"] = summary.rows_out.get(f"{name}.{tag}", 0) + rows
+    for counter in counters:
+        if counter.key.metric.namespace == COUNTER_NAMESPACE:
+            name = counter.key.metric.name
+            value = counter.committed if counter.committed is not None else counter.attempted
             summary.counters[name] = summary.counters.get(name, 0) + value
     return summary
+
+
+def _uses_skops(compilation: Compilation) -> bool:
+    """Whether a transform of the pipeline names a ``.skops`` file (a MODEL's path, a
+    TRAIN's SAVE TO, where this process saves TRAIN's models: not where the run started
+    TRAIN's workers, which save them). skops, when imported, lists the types it trusts by
+    finding each scipy function in the first loaded module that holds it: imported before
+    Beam's 1,600 modules, that search costs about 0.2 s less."""
+
+    def strings(value: Any) -> Iterator[str]:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict | list):
+            for item in value.values() if isinstance(value, dict) else value:
+                yield from strings(item)
+
+    saved_by_workers = workers.server_started()
+    return any(
+        s.endswith(SKOPS_SUFFIXES) for d in compilation.defs.values()
+        if not (saved_by_workers and isinstance(d.config, TrainConfig))
+        for s in strings(d.config.to_json())
+    )
 
 
 @contextlib.contextmanager
@@ -353,7 +368,7 @@ def _beam_yaml_context(options: Any, stack: contextlib.ExitStack) -> None:
     stack.enter_context(subprocess_server.SubprocessServer.cache_subprocesses())
 
 
-def _pipeline_hints(pipeline: beam.Pipeline, spec: dict) -> None:
+def _pipeline_hints(pipeline: Any, spec: dict) -> None:
     """``pipeline: resource_hints:`` apply to every transform, as under stock Beam YAML."""
     from apache_beam.transforms import resources
     from apache_beam.yaml.yaml_transform import SafeLineLoader
@@ -379,12 +394,16 @@ def run_pipeline(
     if compilation is None:
         compilation = compile_for_run(path, variables, runner, beam_args)
 
-    from apache_beam.options.pipeline_options import PipelineOptions
-    from apache_beam.yaml import yaml_transform
-
     start = time.monotonic()
-    spec = yaml.load(compilation.yaml_text, Loader=yaml_transform.SafeLineLoader)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_torch_hidden(not may_need_torch(compilation)))
+        if _uses_skops(compilation):
+            import skops.io  # noqa: F401 - before Beam: see _uses_skops
+        from apache_beam import Pipeline
+        from apache_beam.options.pipeline_options import PipelineOptions
+        from apache_beam.yaml import yaml_transform
+
+        spec = yaml.load(compilation.yaml_text, Loader=yaml_transform.SafeLineLoader)
         stack.enter_context(working_directory(compilation.pipeline_dir))
         runner_obj, extra_args = _make_runner(runner, dask_address, stack)
         pipeline_options = yaml_transform.SafeLineLoader.strip_metadata(spec.get("options", {}))
@@ -392,12 +411,11 @@ def run_pipeline(
         if runner in IN_PROCESS:
             stack.enter_context(on_sys_path(inline_dependencies(spec["pipeline"])))
         _beam_yaml_context(options, stack)
-        pipeline = beam.Pipeline(runner=runner_obj, options=options)
-        stack.enter_context(_torch_hidden(not may_need_torch(compilation)))
+        pipeline = Pipeline(runner=runner_obj, options=options)
         _pipeline_hints(pipeline, spec)
         name_spec_transforms(spec["pipeline"], set(compilation.defs))
         yaml_transform.expand_pipeline(pipeline, spec, providers=_runner_providers(runner))
-        trains = _count_rows(pipeline)
+        counted, trains = _spec_transforms(pipeline)
         with _progress(progress):
             result = pipeline.run()
             try:
@@ -408,7 +426,7 @@ def run_pipeline(
                     client.close()
     from beam_dsl.tools.report import trained_models
 
-    summary = _summary(result, time.monotonic() - start)
+    summary = _summary(result, time.monotonic() - start, pipeline, counted)
     summary.trains = trains
     summary.trained = trained_models(compilation)
     return summary

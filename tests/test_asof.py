@@ -47,7 +47,7 @@ from beam_dsl.transforms.features.dataset import (
     prepare_features,
     prepare_rows,
 )
-from beam_dsl.transforms.features.panes import entity_key
+from beam_dsl.transforms.features.keys import entity_key
 from beam_dsl.transforms.features.transform import ComputeFeatures, entity_tails
 
 hypothesis = pytest.importorskip("hypothesis")

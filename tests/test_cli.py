@@ -117,6 +117,36 @@ def test_lint_and_compile_import_no_heavy_libraries():
     assert "HEAVY []" in result.stdout
 
 
+def test_features_get_and_list_import_no_heavy_libraries(tmp_path):
+    from features_support import FIELDS, fill_store, payments
+
+    from beam_dsl.dsl.lower import lower_spec
+    from beam_dsl.dsl.parser import parse
+
+    spec, _ = parse("FEATURES clicks ENTITY user_id TIMESTAMP event_time "
+                    "WINDOW TUMBLING 1h SELECT count(*) AS n ONLINE 'sqlite:///store.db';")
+    config = lower_spec(spec)[0].config
+    fill_store(f"sqlite:///{tmp_path}/store.db", config, payments(n=50, users=2), FIELDS)
+    script = (
+        "import sys\n"
+        "from beam_dsl.cli import main\n"
+        "assert main(['features', 'get', 'clicks', '--store', 'sqlite:///store.db', "
+        "'user_id=1']) == 0\n"
+        "assert main(['features', 'list', '--store', 'sqlite:///store.db']) == 0\n"
+        "heavy = ('apache_beam', 'pandas', 'pyarrow')\n"
+        "print('HEAVY', [m for m in heavy if m in sys.modules])\n"
+        "assert main(['features', 'get', 'clicks', '--store', 'sqlite:///store.db', "
+        "'--as-of', '2023-11-16T00:00:00Z', 'user_id=1']) == 0\n"  # reading a time: pandas
+        "print('BEAM', 'apache_beam' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "n  " in result.stdout and "clicks  (ENTITY user_id" in result.stdout
+    assert "HEAVY []" in result.stdout and "BEAM False" in result.stdout
+
+
 @pytest.mark.skipif(
     not os.path.exists(LANGUAGE_MD), reason="shared/design/LANGUAGE.md not beside the repo"
 )

@@ -1,9 +1,9 @@
 """The fast decoding path of CALL generate (beam_dsl/transforms/inference/decoding.py).
 
 Tiny models built here from configs with random weights (no downloads): BLIP
-(the caption_ranking example's), a VisionEncoderDecoder of a ViT encoder and a
-BERT decoder with cross-attention, and one with a GPT-2 decoder (which the fast
-path leaves to Hugging Face generate). In float32 the fast path's greedy tokens
+(the caption_ranking example's), and VisionEncoderDecoders of a ViT encoder and
+a decoder with cross-attention: BERT, or GPT-2 (the layout of
+nlpconnect/vit-gpt2-image-captioning). In float32 the fast path's greedy tokens
 must equal generate's; its sampling must honour generate's token rules.
 """
 
@@ -41,11 +41,14 @@ def _blip():
     return BlipForConditionalGeneration(config).eval()
 
 
-def _vision_encoder_decoder(decoder: str = "bert"):
-    """ViT (width 48) + a decoder of width 32 with cross-attention (so enc_to_dec_proj)."""
+def _vision_encoder_decoder(decoder: str = "bert", start: int = START, end: int = END,
+                            pad: int = PAD, **gpt2):
+    """ViT (width 48) + a decoder of width 32 with cross-attention (so enc_to_dec_proj);
+    ``gpt2``: more of GPT2Config's options."""
     from transformers import (
         BertConfig,
         GPT2Config,
+        TrOCRConfig,
         VisionEncoderDecoderConfig,
         VisionEncoderDecoderModel,
         ViTConfig,
@@ -54,27 +57,41 @@ def _vision_encoder_decoder(decoder: str = "bert"):
     encoder = ViTConfig(**{**SMALL, "hidden_size": 48}, image_size=32, patch_size=8)
     if decoder == "bert":
         text = BertConfig(**SMALL, vocab_size=VOCAB, is_decoder=True, add_cross_attention=True)
-    else:
+    elif decoder == "gpt2":  # weights 20x GPT-2's 0.02: else every caption repeats one token
         text = GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=VOCAB,
-                          add_cross_attention=True)
+                          add_cross_attention=True, initializer_range=0.4,
+                          bos_token_id=start, eos_token_id=end, pad_token_id=pad, **gpt2)
+    else:
+        text = TrOCRConfig(d_model=32, decoder_layers=2, decoder_attention_heads=2,
+                           decoder_ffn_dim=64, vocab_size=VOCAB)
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, text)
-    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = START, PAD, END
+    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = start, pad, end
     torch.manual_seed(0)
     model = VisionEncoderDecoderModel(config=config).eval()
-    model.generation_config.decoder_start_token_id = START
-    model.generation_config.pad_token_id, model.generation_config.eos_token_id = PAD, END
+    model.generation_config.decoder_start_token_id = start
+    model.generation_config.pad_token_id, model.generation_config.eos_token_id = pad, end
     return model
 
 
-def _head_bias(model):
+def _vit_gpt2():
+    return _vision_encoder_decoder("gpt2")
+
+
+def _nlpconnect_tokens():
+    """GPT-2's own layout: one token (its vocabulary's last) starts, ends and pads."""
+    return _vision_encoder_decoder("gpt2", VOCAB - 1, VOCAB - 1, VOCAB - 1)
+
+
+def _ends_sometimes(model, boost: float = 2.5, end: int = END):
+    """Raise the end token's logit by ``boost`` so that sequences end, at different lengths
+    (GPT-2's head has no bias: ln_f's bias moves along the end token's tied embedding)."""
     decoder = model.text_decoder if hasattr(model, "text_decoder") else model.decoder
-    return decoder.cls.predictions.decoder.bias
-
-
-def _ends_sometimes(model, boost: float = 2.5):
-    """Raise the end token's logit so that sequences end, at different lengths."""
     with torch.no_grad():
-        _head_bias(model)[END] += boost
+        if hasattr(decoder, "cls"):
+            decoder.cls.predictions.decoder.bias[end] += boost
+        else:
+            embedding = decoder.transformer.wte.weight[end]
+            decoder.transformer.ln_f.bias += boost * embedding / embedding.square().sum()
     return model
 
 
@@ -94,16 +111,27 @@ def _both(model, pixels, **kwargs):
 # ---------------------------------------------------------------- same answers as generate
 
 
-@pytest.mark.parametrize("build", [_blip, _vision_encoder_decoder], ids=["blip", "vit-bert"])
-def test_greedy_tokens_equal_generates_in_float32(build):
-    model = _ends_sometimes(build())
+ARCHITECTURES = pytest.mark.parametrize("build", [_blip, _vision_encoder_decoder, _vit_gpt2],
+                                        ids=["blip", "vit-bert", "vit-gpt2"])
+
+
+def _vit_gpt2_scaled_by_layer():
+    return _vision_encoder_decoder("gpt2", scale_attn_by_inverse_layer_idx=True)
+
+
+@pytest.mark.parametrize(("build", "boost"), [
+    (_blip, 2.5), (_vision_encoder_decoder, 2.5), (_vit_gpt2, 4.0),
+    (_vit_gpt2_scaled_by_layer, 4.0),
+], ids=["blip", "vit-bert", "vit-gpt2", "vit-gpt2-scaled-by-layer"])
+def test_greedy_tokens_equal_generates_in_float32(build, boost):
+    model = _ends_sometimes(build(), boost)
     expected, tokens = _both(model, _pixels(), max_length=15, min_length=4)
     assert torch.equal(tokens, expected)
     ends = (expected == END).any(1)
     assert ends.any() and not ends.all() or expected.shape[1] < 15  # some end, some run on
 
 
-@pytest.mark.parametrize("build", [_blip, _vision_encoder_decoder], ids=["blip", "vit-bert"])
+@ARCHITECTURES
 def test_top_k_1_sampling_of_several_captions_equals_generates(build):
     model = _ends_sometimes(build(), 1.5)
     call = {"max_length": 12, "min_length": 3, "num_return_sequences": 5, "do_sample": True,
@@ -112,8 +140,22 @@ def test_top_k_1_sampling_of_several_captions_equals_generates(build):
     assert tokens.shape[0] == 15 and torch.equal(tokens, expected)
 
 
-def test_generate_stops_where_every_sequence_has_ended():
-    model = _ends_sometimes(_blip(), 50.0)  # the end token wins as soon as it is allowed
+@pytest.mark.parametrize("call", [
+    {"max_length": 13, "min_length": 5},
+    {"max_new_tokens": 9},
+    {"max_new_tokens": 10, "min_length": 3, "num_return_sequences": 4, "do_sample": True,
+     "top_k": 1},
+], ids=["greedy", "max_new_tokens", "several"])
+def test_gpt2s_one_token_to_start_end_and_pad_decodes_as_generate(call):
+    model = _ends_sometimes(_nlpconnect_tokens(), 1.5, VOCAB - 1)
+    expected, tokens = _both(model, _pixels(3), **call)
+    assert torch.equal(tokens, expected)
+    assert (expected[:, 1:] == VOCAB - 1).any()  # some sequences do end
+
+
+@ARCHITECTURES
+def test_generate_stops_where_every_sequence_has_ended(build):
+    model = _ends_sometimes(build(), 50.0)  # the end token wins as soon as it is allowed
     expected, tokens = _both(model, _pixels(), max_length=20, min_length=6)
     assert torch.equal(tokens, expected)
     assert tokens.shape[1] == 7 and (tokens[:, 6] == END).all()
@@ -130,14 +172,20 @@ def _first_steps(model, pixels, per_input: int, **kwargs):
 
 
 def _step_logits(model, pixels):
+    start = torch.tensor([[START]])
     with torch.no_grad():
-        memory = model.vision_model(pixel_values=pixels[:1])[0]
-        start = torch.tensor([[START]])
-        return model.text_decoder(input_ids=start, encoder_hidden_states=memory).logits[0, -1]
+        if hasattr(model, "text_decoder"):
+            memory = model.vision_model(pixel_values=pixels[:1])[0]
+            return model.text_decoder(input_ids=start, encoder_hidden_states=memory).logits[0, -1]
+        return model(pixel_values=pixels[:1], decoder_input_ids=start).logits[0, -1]
 
 
-def test_sampling_draws_from_softmax_of_the_top_k():
-    model, pixels = _blip(), _pixels()
+SAMPLERS = pytest.mark.parametrize("build", [_blip, _vit_gpt2], ids=["blip", "vit-gpt2"])
+
+
+@SAMPLERS
+def test_sampling_draws_from_softmax_of_the_top_k(build):
+    model, pixels = build(), _pixels()
     logits = _step_logits(model, pixels)
     top = logits.topk(4)
     torch.manual_seed(5)
@@ -147,26 +195,33 @@ def test_sampling_draws_from_softmax_of_the_top_k():
     assert torch.allclose(frequency, top.values.softmax(-1), atol=0.03)
 
 
-def test_top_p_keeps_generates_nucleus_and_temperature_sharpens():
+@SAMPLERS
+def test_top_p_keeps_generates_nucleus_and_temperature_sharpens(build):
     from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
-    model, pixels = _blip(), _pixels()
+    model, pixels = build(), _pixels()
     logits = _step_logits(model, pixels).unsqueeze(0)
     scaled = TemperatureLogitsWarper(0.5)(None, logits.clone())
-    nucleus = TopPLogitsWarper(0.6)(None, scaled)[0]
+    # a top_p whose nucleus is the three likeliest tokens, however peaked the random model
+    likeliest = scaled[0].softmax(-1).sort(descending=True).values
+    top_p = float(likeliest[:2].sum() + likeliest[2] / 2)
+    nucleus = TopPLogitsWarper(top_p)(None, scaled)[0]
     allowed = set(torch.nonzero(nucleus > float("-inf"))[:, 0].tolist())
     assert 1 < len(allowed) < VOCAB
     torch.manual_seed(6)
-    drawn = _first_steps(model, pixels, 6000, top_k=0, top_p=0.6, temperature=0.5)
-    assert set(drawn.tolist()) == allowed  # every kept token, and only those, is drawn
+    drawn = _first_steps(model, pixels, 6000, top_k=0, top_p=top_p, temperature=0.5)
     probabilities = nucleus.softmax(-1)
+    assert set(drawn.tolist()) <= allowed  # only kept tokens are drawn ...
+    likely = {t for t in allowed if probabilities[t] > 0.005}  # ... and each likely one is
+    assert likely <= set(drawn.tolist()), {t: float(probabilities[t]) for t in allowed}
     for token in allowed:
         assert float((drawn == token).float().mean()) == pytest.approx(
             float(probabilities[token]), abs=0.03)
 
 
-def test_temperature_towards_zero_samples_the_greedy_tokens():
-    model = _ends_sometimes(_blip(), 1.5)
+@SAMPLERS
+def test_temperature_towards_zero_samples_the_greedy_tokens(build):
+    model = _ends_sometimes(build(), 1.5)
     pixels = _pixels(3)
     greedy = fast_decoder(model, {"max_length": 12}).generate(pixels)
     cold = fast_decoder(model, {"max_length": 12, "do_sample": True, "temperature": 1e-4,
@@ -174,8 +229,9 @@ def test_temperature_towards_zero_samples_the_greedy_tokens():
     assert torch.equal(cold, greedy)
 
 
-def test_min_length_forbids_the_end_and_max_length_bounds_the_length():
-    model = _ends_sometimes(_blip(), 4.0)
+@SAMPLERS
+def test_min_length_forbids_the_end_and_max_length_bounds_the_length(build):
+    model = _ends_sometimes(build(), 4.0)
     pixels = _pixels(6)
     torch.manual_seed(7)
     sampled = fast_decoder(model, {"max_length": 14, "min_length": 5, "do_sample": True,
@@ -186,9 +242,7 @@ def test_min_length_forbids_the_end_and_max_length_bounds_the_length():
     for row in sampled.tolist():
         if END in row:
             assert set(row[row.index(END) + 1:]) <= {PAD}
-    never = _blip()
-    with torch.no_grad():
-        _head_bias(never)[END] = -1e9
+    never = _ends_sometimes(build(), -1e4)
     assert fast_decoder(never, {"max_new_tokens": 6}).generate(pixels).shape == (6, 7)
     assert fast_decoder(never, {"max_length": 9, "do_sample": True}).generate(pixels).shape \
         == (6, 9)
@@ -201,11 +255,21 @@ def test_min_length_forbids_the_end_and_max_length_bounds_the_length():
     (_blip, {"num_beams": 2}, "generate option num_beams=2"),
     (_blip, {"repetition_penalty": 1.2}, "generate option repetition_penalty=1.2"),
     (_blip, {"num_return_sequences": 2}, "without do_sample"),
-    (lambda: _vision_encoder_decoder("gpt2"), {}, "GPT2LMHeadModel is not BERT-shaped"),
+    (lambda: _vision_encoder_decoder("trocr"), {},
+     "its decoder TrOCRForCausalLM is neither BERT-shaped nor GPT2LMHeadModel"),
+    (_vit_gpt2, {"max_length": 1025}, "max_length=1025 beyond the decoder's 1024 positions"),
 ])
 def test_what_the_fast_path_lacks_is_left_to_generate(build, call, why):
     reason = fast_decoder(build(), call)
     assert isinstance(reason, str) and why in reason
+
+
+def test_a_gpt2_decoder_takes_the_fast_path():
+    fast = fast_decoder(_vit_gpt2(), {"max_new_tokens": 16, "do_sample": True, "top_k": 5})
+    assert isinstance(fast, FastDecoder)
+    assert fast.describe() == ("fast decoding path (GPT2LMHeadModel, shared cross-attention, "
+                               "static caches; sampling top_k=5 top_p=1.0 temperature=1.0, "
+                               "max_length=17)")
 
 
 def test_a_text_model_is_left_to_generate():
@@ -255,8 +319,9 @@ def test_a_model_says_which_path_and_captions_as_generate_would(tiny_models, cap
 
 
 @pytest.mark.skipif(not gpu_visible(), reason="no GPU visible")
-def test_cuda_graphs_decode_as_the_eager_steps():
-    model = _ends_sometimes(_blip()).cuda()
+@SAMPLERS
+def test_cuda_graphs_decode_as_the_eager_steps(build):
+    model = _ends_sometimes(build()).cuda()
     pixels = _pixels(5).cuda()
     call = {"max_length": 21, "min_length": 4}
     expected = model.generate(pixel_values=pixels, **call)

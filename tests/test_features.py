@@ -33,8 +33,10 @@ from beam_dsl.diagnostics import DiagnosticError
 from beam_dsl.dsl.lower import lower_spec
 from beam_dsl.dsl.parser import parse
 from beam_dsl.ir.features import FeaturesConfig, Item, Window
-from beam_dsl.transforms.features.panes import FeaturePlan, WindowPlan, event_ms, prepare
+from beam_dsl.transforms.features.panes import FeaturePlan, prepare
+from beam_dsl.transforms.features.times import event_ms
 from beam_dsl.transforms.features.transform import ComputeFeatures
+from beam_dsl.transforms.features.windows import WindowPlan
 
 SPECS = """
 FEATURES fails

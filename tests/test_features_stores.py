@@ -38,7 +38,7 @@ from beam_dsl.dsl.lower import lower_spec
 from beam_dsl.dsl.parser import parse
 from beam_dsl.features_cli import format_features, get_features, list_features
 from beam_dsl.transforms.features import stores
-from beam_dsl.transforms.features.panes import entity_key
+from beam_dsl.transforms.features.keys import entity_key
 from beam_dsl.transforms.features.stores import EntityRows, FeatureSet, open_online, read_online
 from beam_dsl.transforms.features.transform import ComputeFeatures
 

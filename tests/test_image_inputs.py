@@ -51,6 +51,21 @@ def test_gpu_decoding_gives_device_tensors_matching_the_host(values):
     assert tuple(images[1].shape) == (3, 5, 7)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU visible")
+def test_the_next_model_reuses_the_last_two_batches_on_a_stream_of_its_own():
+    """An ENSEMBLE's BLIP decodes batch i+1 while its CLIP (on another CUDA stream) reads
+    batch i: both stay decoded; a third batch pushes the oldest out."""
+    pytest.importorskip("torchvision")
+    batches = [[_encoded("JPEG", (64, 48), seed=seed)] for seed in (2, 3, 4)]
+    first = [decode_images(batch, "cuda")[0][0] for batch in batches[:2]]
+    with torch.cuda.stream(torch.cuda.Stream()):
+        again = [decode_images(batch, "cuda")[0][0] for batch in batches[:2]]
+        assert again[0] is first[0] and again[1] is first[1]
+        decode_images(batches[2], "cuda")
+        fresh = decode_images(batches[0], "cuda")[0][0]
+        assert fresh is not first[0] and torch.equal(fresh, first[0])
+
+
 def test_dtype_choice():
     assert load_kwargs("float32", "cuda") == {"dtype": torch.float32}
     assert load_kwargs("bfloat16", "cpu") == {"dtype": torch.bfloat16}

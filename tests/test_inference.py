@@ -37,7 +37,7 @@ from beam_dsl.diagnostics import DiagnosticError
 from beam_dsl.ir import Call
 from beam_dsl.ir.model import Batch, ModelConfig
 from beam_dsl.transforms.inference.predictors import build_predictor, key_paths
-from beam_dsl.transforms.inference.transform import PredictorHandler, RunModel
+from beam_dsl.transforms.inference.transform import RunModel
 from beam_dsl.transforms.training import modelstore
 
 
@@ -235,12 +235,13 @@ def test_an_input_column_the_rows_lack_is_an_E405_at_construction(tmp_path):
     assert "salary" in str(missing.value)
 
 
-def test_batch_and_shared_clauses_reach_beam():
-    config = ModelConfig("m", "sklearn", path="m.skops", batch=Batch(32, 1024, 0.1), shared=True)
-    handler = PredictorHandler(config, ["a"])
-    assert handler.batch_elements_kwargs() == {
-        "min_batch_size": 32, "max_batch_size": 1024, "max_batch_duration_secs": 0.1}
-    assert handler.share_model_across_processes()
+def test_batch_max_bounds_the_rows_each_prediction_sees(tmp_path):
+    """BATCH 1 TO 7: the model is called on slices of at most 7 rows."""
+    handler = Call("test_inference.BatchSizeHandler")
+    config = ModelConfig("seen", "custom", handler=handler, input=("x",), batch=Batch(1, 7))
+    main, errors = run_model(tmp_path, [beam.Row(x=float(i)) for i in range(30)], config)
+    assert errors == [] and len(main) == 30
+    assert max(r["seen"] for r in main) == 7
 
 
 def test_rows_without_a_schema_are_an_E405():
@@ -659,6 +660,16 @@ class ScaleHandler(ModelHandler):
 
     def update_model_path(self, model_path=None):
         self._path = model_path or self._path
+
+
+class BatchSizeHandler(ModelHandler):
+    """Answers each example with the number of examples the model was called on."""
+
+    def load_model(self) -> None:
+        return None
+
+    def run_inference(self, batch, model, inference_args=None):
+        return [len(batch)] * len(batch)
 
 
 def write_factor(path, factor: float) -> str:

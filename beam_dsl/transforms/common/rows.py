@@ -12,18 +12,20 @@ frames. :class:`FrameDoFn` is the one place where rows become frames:
 * Runners without batch support (Beam's DaskRunner) hand the reader's frames
   over as plain elements; those are taken as frames too.
 
-Subclasses implement :meth:`FrameDoFn.process_frame`. The module also holds
-the helpers every transform needs around that: the input schema
-(:func:`schema_fields`), JSON-able records of a frame (:func:`json_records`)
-and the shared shape of ``errors`` rows (:func:`error_rows`).
+Subclasses implement :meth:`FrameDoFn.process_frame`; :class:`TaggedFrames`
+(and :class:`PairedFrames`, for runners without batched DoFns) run a
+transform's work that turns each frame into rows of several outputs. The
+module also holds the helpers every transform needs around that: the input
+schema (:func:`schema_fields`), frames back to Beam rows (:func:`row_maker`,
+:func:`frame_rows`), JSON-able records of a frame (:func:`json_records`) and
+the shared shape of ``errors`` rows (:func:`error_rows`).
 """
 
 import functools
 import json
 import math
-import operator
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Optional
 
 import apache_beam as beam
@@ -33,6 +35,7 @@ from apache_beam import typehints
 from apache_beam.transforms.window import BoundedWindow
 from apache_beam.typehints.native_type_compatibility import convert_to_beam_type
 from apache_beam.typehints.row_type import RowTypeConstraint
+from apache_beam.typehints.schemas import named_fields_to_schema, named_tuple_from_schema
 from apache_beam.utils.windowed_value import WindowedValue
 
 DEFAULT_MAX_ROWS = 10_000
@@ -152,6 +155,41 @@ def rows_to_frame(rows: Sequence[Any], columns: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=list(columns))
 
 
+RowMaker = Callable[[Sequence[Any]], Any]
+
+
+def row_maker(fields: Sequence[tuple[str, Any]]) -> RowMaker:
+    """Builds rows of this schema from value tuples.
+
+    Beam's own NamedTuple for the schema (what its RowCoder decodes to, and
+    picklable) is several times faster to build than ``beam.Row(**fields)``;
+    field names that are not Python identifiers need ``beam.Row``.
+    """
+    try:
+        return named_tuple_from_schema(named_fields_to_schema(list(fields)))._make
+    except ValueError:
+        names = [n for n, _ in fields]
+        return lambda values: beam.Row(**dict(zip(names, values, strict=True)))
+
+
+def row_values(series: pd.Series) -> list:
+    """A column's values for Beam rows: None where a value is missing.
+
+    Beam's frames hold nullable fields in pandas' extension types (``string``
+    for ``Optional[str]``), whose missing value ``pd.NA`` Beam's RowCoder
+    cannot encode: it fails on the first such row it encodes (every row at a
+    fusion break, and the rows Beam samples to estimate sizes, at random).
+    """
+    if isinstance(series.dtype, np.dtype):
+        return series.tolist()
+    return series.to_numpy(dtype=object, na_value=None).tolist()
+
+
+def frame_rows(frame: pd.DataFrame, columns: Sequence[str], make: RowMaker) -> Iterator[Any]:
+    """The rows of ``frame``'s ``columns`` (in that order), built by ``make``."""
+    return map(make, zip(*(row_values(frame[c]) for c in columns), strict=True))
+
+
 @functools.cache
 def _number_field(hint: Any) -> tuple[bool, bool, bool]:
     """(numeric, integer, nullable) for a schema field's type."""
@@ -201,76 +239,6 @@ def conform_to_schema(
     for name, values in typed.items():
         out[name] = values
     return out, reasons
-
-
-class ConformRows(beam.DoFn):
-    """Rows -> rows, and error rows for those where a numeric field holds a value
-    that does not fit the row's own schema.
-
-    The per-row form of :func:`conform_to_schema`, for steps that take rows one
-    at a time: Beam YAML's ReadFromCsv can yield rows its schema does not fit
-    (one ``'unknown'`` in an int column makes that chunk's column text), and
-    the first step that encodes such a row crashes the pipeline. Text that
-    parses (``'35'``) is converted; anything else becomes an error row. Errors
-    are a tagged output ``errors``, or with ``pairs`` every output is a
-    ``("main" | "errors", row)`` pair (for runners without tagged outputs).
-    """
-
-    def __init__(self, fields: Mapping[str, Any], transform: str, pairs: bool = False):
-        self._columns = list(fields)
-        self._transform = transform
-        self._pairs = pairs
-        self._checks = []
-        for name, hint in fields.items():
-            numeric, integer, nullable = _number_field(hint)
-            if numeric:
-                self._checks.append((name, integer, nullable))
-
-    def setup(self) -> None:
-        names = [name for name, _, _ in self._checks]
-        get = operator.attrgetter(*names) if names else (lambda row: ())
-        self._get = (lambda row: (get(row),)) if len(names) == 1 else get
-        # The exact types that fit each field: one set lookup per value on the fast path.
-        ints = {int, bool, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
-                np.uint32, np.uint64, np.bool_}
-        numbers = ints | {float, np.float16, np.float32, np.float64}
-        self._fitting = [
-            frozenset((ints if integer else numbers) | ({type(None)} if nullable else set()))
-            for _, integer, nullable in self._checks
-        ]
-
-    @staticmethod
-    def _fit(value: Any, integer: bool, nullable: bool, name: str) -> tuple[Any, str | None]:
-        """The value as the field's type, or a reason it cannot be."""
-        if is_missing(value):
-            return None, None if nullable else f"missing value for field '{name}'"
-        number = as_type(value, int if integer else float)
-        if number is None or (not integer and math.isnan(number)):
-            what = "an integer" if integer else "a number"
-            return None, f"field '{name}' is not {what}: {value!r}"
-        return number, None
-
-    def process(self, row):
-        fixes = {}
-        for value, fitting, (name, integer, nullable) in zip(
-            self._get(row), self._fitting, self._checks, strict=True
-        ):
-            if type(value) in fitting:
-                continue
-            fixed, reason = self._fit(value, integer, nullable, name)
-            if reason is not None:
-                frame = rows_to_frame([row], self._columns)
-                error = error_rows(frame, [reason], self._transform)[0]
-                yield ("errors", error) if self._pairs else beam.pvalue.TaggedOutput(
-                    "errors", error
-                )
-                return
-            fixes[name] = fixed
-        if fixes:
-            row = row._replace(**fixes) if hasattr(row, "_replace") else beam.Row(
-                **{**row._asdict(), **fixes}
-            )
-        yield ("main", row) if self._pairs else row
 
 
 def windowed(value: Any, window: BoundedWindow) -> WindowedValue:
@@ -342,3 +310,48 @@ class FrameDoFn(beam.DoFn):
     def _frame_outputs(self, frame: pd.DataFrame, window: BoundedWindow) -> Iterator[Any]:
         for value in self.process_frame(frame, window):
             yield windowed(value, window)
+
+
+class AsFrames(FrameDoFn):
+    """Rows -> frames of up to ``max_rows`` rows, as elements (a reader's frames pass
+    through whole). A step that takes frames as elements follows it, rather than
+    being a FrameDoFn itself: what a DoFn emits from ``finish_bundle`` (here, the
+    rows gathered one by one) into a step that takes batches only (Beam's
+    dataframe writers: WriteToJson, WriteToCsv) is never flushed to it in Beam
+    2.77, as ``DoOperation.finish`` flushes the outputs before calling
+    ``finish_bundle``; emitted into a step that takes elements, it is processed
+    at once."""
+
+    def process_frame(self, frame: pd.DataFrame, window: BoundedWindow) -> Iterator[Any]:
+        yield frame
+
+
+class TaggedFrames(beam.DoFn):
+    """Frames (:class:`AsFrames`) in, ``work``'s outputs out as tagged outputs.
+
+    ``work`` holds a transform's work on frames: ``setup()``, ``teardown()``
+    and ``outputs(frame, *side)``, which yields ``(tag, row)`` pairs (``side``:
+    the values of the ParDo's side inputs); ``"main"`` rows go to the main
+    output, the others to the output of their tag.
+    """
+
+    def __init__(self, work: Any):
+        self.work = work
+
+    def setup(self) -> None:
+        self.work.setup()
+
+    def teardown(self) -> None:
+        self.work.teardown()
+
+    def process(self, frame: pd.DataFrame, *side: Any) -> Iterator[Any]:
+        for tag, row in self.work.outputs(frame, *side):
+            yield row if tag == "main" else beam.pvalue.TaggedOutput(tag, row)
+
+
+class PairedFrames(TaggedFrames):
+    """:class:`TaggedFrames` for runners without tagged outputs (see
+    ``runner_compat.runs_batches``): ``(tag, row)`` pairs out."""
+
+    def process(self, frame: pd.DataFrame, *side: Any) -> Iterator[tuple[str, Any]]:
+        yield from self.work.outputs(frame, *side)

@@ -5,7 +5,9 @@ batched DoFns, deliver what ``finish_bundle`` emits and keep the tagged
 outputs of a multi-output ParDo apart. Beam 2.77's DaskRunner does none of
 the three (docs/RUNNERS.md). Each transform states both ways of doing its
 work and :func:`by_runner` picks one; :func:`select` and :class:`RowBatches`
-are the runner-agnostic building blocks of the portable way. The run's own
+are the runner-agnostic building blocks of the portable way. Transforms whose
+work is frames in, rows of several outputs out (MODEL, ENSEMBLE) use
+:class:`FrameOutputs`, which holds both ways. The run's own
 settings for the transforms' work live here too (:class:`WorkerOptions`).
 """
 
@@ -15,7 +17,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_dsl.transforms.common.rows import rows_to_frame
+from beam_dsl.transforms.common.rows import AsFrames, PairedFrames, TaggedFrames, rows_to_frame
 
 
 def by_runner(pcoll: beam.PCollection, batched: Callable[[], Any], portable: Callable[[], Any]):
@@ -103,6 +105,45 @@ class RowsToFrames(beam.PTransform):
             | "Batch" >> RowBatches(self._max_rows)
             | "Frame" >> beam.Map(lambda batch: rows_to_frame(batch, columns))
         )
+
+
+class FrameOutputs(beam.PTransform):
+    """Rows -> frames of up to ``max_rows`` rows -> ``work.outputs(frame, *side)`` (see
+    :class:`~beam_dsl.transforms.common.rows.TaggedFrames`), as one PCollection per tag.
+
+    Where the runner runs batches, a reader's frames pass through whole
+    (:class:`~beam_dsl.transforms.common.rows.AsFrames`); elsewhere
+    :class:`RowsToFrames` gathers the rows and :func:`select` parts the tags.
+
+    Args:
+        work: the transform's work on frames.
+        columns: the rows' field names, in schema order.
+        max_rows: rows per frame.
+        tags: the output tags, ``"main"`` first.
+        side: side inputs (``beam.pvalue.AsSingleton(...)``, ...) for ``work.outputs``.
+    """
+
+    def __init__(self, work: Any, columns: Sequence[str], max_rows: int, tags: Sequence[str],
+                 *side: Any):
+        super().__init__()
+        self._work, self._columns, self._max_rows = work, list(columns), max_rows
+        self._tags, self._side = list(tags), side
+
+    def expand(self, rows: beam.PCollection):
+        if runs_batches(rows.pipeline):
+            outputs = (
+                rows
+                | "Frames" >> beam.ParDo(AsFrames(self._columns, self._max_rows))
+                | "Outputs" >> beam.ParDo(TaggedFrames(self._work), *self._side).with_outputs(
+                    *self._tags[1:], main="main")
+            )
+            return {tag: outputs[tag] for tag in self._tags}
+        pairs = (
+            rows
+            | "Frames" >> RowsToFrames(self._columns, self._max_rows)
+            | "Outputs" >> beam.ParDo(PairedFrames(self._work), *self._side)
+        )
+        return {tag: select(pairs, tag, f"Select {tag}") for tag in self._tags}
 
 
 class WorkerOptions(PipelineOptions):

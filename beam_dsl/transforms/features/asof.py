@@ -29,22 +29,26 @@ the entity's latest event can need (:meth:`AsOf.kept`); :meth:`AsOf.answerable`
 says for which T its rows suffice.
 
 Everything here works on whole arrays (epoch milliseconds, integer entity
-codes): no Python loop per row. Imports no Beam.
+codes): no Python loop per row. Imports no Beam and no pandas: DATASET's
+join hands :meth:`AsOf.answers` frames, while the online store's answers
+(:meth:`AsOf.from_stored`, ``features get``) are built on numpy arrays.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from beam_dsl.ir.dataset import expired_column
 from beam_dsl.ir.features import FeaturesConfig
 from beam_dsl.transforms.features.aggregates import REGISTRY, empty_value
-from beam_dsl.transforms.features.panes import WindowPlan
+from beam_dsl.transforms.features.windows import WindowPlan, to_ms
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def latest_at_or_before(row_codes: np.ndarray, row_ms: np.ndarray, codes: np.ndarray,
@@ -112,7 +116,7 @@ class AsOf:
             every_ms=windows.every_ms,
             offset_ms=windows.longest.offset_ms,
             longest_ms=windows.longest.size_ms,
-            ttl_ms=None if config.ttl_s is None else int(round(config.ttl_s * 1000)),
+            ttl_ms=None if config.ttl_s is None else to_ms(config.ttl_s),
             features=tuple(config.feature_names()),
             empty=tuple(empty_value(kind) for kind in kinds),
         )
@@ -143,14 +147,16 @@ class AsOf:
             expired = has & (np.asarray(t_ms, dtype=np.int64) >= row_expires_ms[at])
         return current & ~expired, expired
 
-    def answers(self, rows: pd.DataFrame, found: np.ndarray, current: np.ndarray,
+    def answers(self, rows: Mapping[str, Any], found: np.ndarray, current: np.ndarray,
                 expired: np.ndarray) -> dict[str, Any]:
         """The features of each query's answer: the found row's where it is current, null where
-        expired, the empty values otherwise; and the marker column (with a TTL)."""
+        expired, the empty values otherwise; and the marker column (with a TTL). ``rows``:
+        the rows' columns, a frame's or object arrays."""
         out: dict[str, Any] = {}
         at = np.maximum(found, 0)
         for name, empty in zip(self.features, self.empty, strict=True):
-            out[name] = _pick(rows[name] if len(rows) else None, at, current, expired, empty)
+            column = rows[name]
+            out[name] = _pick(column if len(column) else None, at, current, expired, empty)
         if self.marker is not None:
             out[self.marker] = expired
         return out
@@ -186,8 +192,9 @@ class AsOf:
 class StoredAnswers:
     """Answers from an online store's rows (:meth:`AsOf.from_stored`), one per query."""
 
-    columns: dict[str, Any]  # each feature (and the marker, with a TTL)
-    found: pd.DataFrame  # per query, the found row's window_start / window_end / expires_at
+    columns: dict[str, Any]  # each feature: object arrays of stored (JSON) values, empty
+    # values and None; and the marker (with a TTL)
+    found: dict[str, np.ndarray]  # per query, the found row's window_start / _end / expires_at
     known: np.ndarray  # whether the store has rows of the entity
     answerable: np.ndarray  # whether those rows answer at T (:meth:`AsOf.answerable`)
     kept_from_ms: np.ndarray  # the earliest kept row's window end
@@ -202,7 +209,8 @@ def _stored_answers(rule: AsOf, rows_by_key: dict[str, list[dict[str, Any]]],
             records.append(row)
             owners.append(code)
     times = ["window_start", "window_end", "expires_at"]
-    rows = pd.DataFrame.from_records(records, columns=[*times, *rule.features])
+    rows = {c: np.fromiter((r.get(c) for r in records), dtype=object, count=len(records))
+            for c in [*times, *rule.features]}
     row_codes = np.asarray(owners, dtype=np.int64)
     ends, expires = ms_of(rows["window_end"]), ms_of(rows["expires_at"])
     codes = np.array([codes_of[k] for k in keys], dtype=np.int64)
@@ -213,21 +221,22 @@ def _stored_answers(rule: AsOf, rows_by_key: dict[str, list[dict[str, Any]]],
     counts = np.bincount(row_codes, minlength=size)
     first = per_code(row_codes, ends, "min", size)[codes]
     last = per_code(row_codes, ends, "max", size)[codes]
-    none = np.full(len(keys), None, dtype=object)
-    which = pd.DataFrame({c: np.where(found >= 0, rows[c].to_numpy(dtype=object)[
-        np.maximum(found, 0)], None) if len(rows) else none for c in times})
+    which = {c: np.where(found >= 0, rows[c][np.maximum(found, 0)], None) if records
+             else np.full(len(keys), None, dtype=object) for c in times}
     return StoredAnswers(rule.answers(rows, found, current, expired), which,
                          counts[codes] > 0, rule.answerable(first, last, t_ms), first)
 
 
-def _pick(column: pd.Series | None, at: np.ndarray, current: np.ndarray, expired: np.ndarray,
-          empty: Any) -> Any:
+def _pick(column: pd.Series | np.ndarray | None, at: np.ndarray, current: np.ndarray,
+          expired: np.ndarray, empty: Any) -> Any:
     """One feature for every query: ``column[at]`` where current, ``empty`` where neither
-    current nor expired, null where expired."""
+    current nor expired, null where expired. An object column (text, lists; every column of
+    stored rows) gives an object array; a frame's typed column a Series (integers and
+    booleans nullable)."""
     n = len(at)
     if isinstance(empty, list) or column is None or column.dtype == object:
         values = (np.full(n, None, dtype=object) if column is None
-                  else column.to_numpy(dtype=object)[at])
+                  else np.asarray(column, dtype=object)[at])
         values = np.where(current, values, None)
         fill = ~current & ~expired
         if isinstance(empty, list):

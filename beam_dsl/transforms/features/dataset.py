@@ -55,14 +55,10 @@ from beam_dsl.transforms.common.rows import (
 from beam_dsl.transforms.common.runner_compat import by_runner, select
 from beam_dsl.transforms.common.spec import SpecTransform
 from beam_dsl.transforms.features.asof import AsOf, latest_at_or_before, ms_of
-from beam_dsl.transforms.features.panes import (
-    entity_key,
-    entity_texts,
-    event_ms,
-    key_text,
-    typed_frame,
-)
+from beam_dsl.transforms.features.keys import entity_key, key_text
+from beam_dsl.transforms.features.panes import entity_texts, typed_frame
 from beam_dsl.transforms.features.stores import read_online, type_hint
+from beam_dsl.transforms.features.times import event_ms
 from beam_dsl.transforms.features.transform import frame_output
 
 _T = "__as_of_ms"  # helper columns of prepared frames: the row's time, its entity as text

@@ -1,7 +1,7 @@
 """The FEATURES plan: events -> pane states -> window rows, on pandas frames, runner-free.
 
 A FEATURES statement is computed in three column-wise steps, each a function
-here, which the Beam transform (``features.py``) places in a pipeline:
+here, which the Beam transform (``transform.py``) places in a pipeline:
 
 1. :func:`prepare`: a frame of input rows becomes *events*: WHERE applied,
    event time parsed to epoch milliseconds, each aggregate's FILTER and
@@ -21,78 +21,25 @@ Nothing here depends on the runner's windowing: the keys carry the time.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import reduce
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from beam_dsl.diagnostics import did_you_mean
-from beam_dsl.ir.features import E_COLUMN, FeaturesConfig, Window
+from beam_dsl.ir.features import E_COLUMN, FeaturesConfig
 from beam_dsl.ir.features import Item as ItemConfig
 from beam_dsl.transforms.common import expr as expressions
 from beam_dsl.transforms.common.functions import REGISTRY as FUNCTIONS
 from beam_dsl.transforms.common.rows import base_type, kind_of
 from beam_dsl.transforms.features.aggregates import Aggregate, Groups, aggregate
-
-# Epoch numbers below this are seconds, the rest milliseconds: 1e11 s is the
-# year 5138, 1e11 ms is 1973-03-03.
-SECONDS_LIMIT = 1e11
-
+from beam_dsl.transforms.features.keys import key_text
+from beam_dsl.transforms.features.times import event_ms
+from beam_dsl.transforms.features.windows import WindowLength, WindowPlan, to_ms
 
 # ---------------------------------------------------------------- the plan
-
-
-@dataclass(frozen=True)
-class WindowLength:
-    """One window length: windows [end - size, end) for ends = offset (mod period)."""
-
-    size_ms: int
-    offset_ms: int
-    suffix: str
-
-
-@dataclass(frozen=True)
-class WindowPlan:
-    kind: str  # "sliding" (also tumbling: size = period) or "session"
-    every_ms: int  # the period of window ends; the gap for sessions
-    lengths: tuple[WindowLength, ...]
-    pane_ms: int
-
-    @classmethod
-    def build(cls, windows: Sequence[Window]) -> WindowPlan:
-        kind = "session" if windows[0].kind == "session" else "sliding"
-        every = _ms(windows[0].every_s)
-        if kind == "session":
-            return cls(kind, every, (WindowLength(every, 0, windows[0].suffix),), 1)
-        lengths = tuple(
-            # One window follows Beam (starts at multiples of the period); WINDOWS (...)
-            # lengths all end on the period's grid, so one row carries all of them.
-            WindowLength(_ms(w.size_s), _ms(w.size_s) % every if len(windows) == 1 else 0,
-                         w.suffix)
-            for w in windows
-        )
-        pane = reduce(math.gcd, [every, *(w.size_ms for w in lengths),
-                                 *(w.offset_ms for w in lengths if w.offset_ms)])
-        return cls(kind, every, lengths, pane)
-
-    @property
-    def longest(self) -> WindowLength:
-        return max(self.lengths, key=lambda w: w.size_ms)
-
-    def first_end_ms(self, t_ms: int) -> int:
-        """The end of the earliest row an event at ``t_ms`` contributes to."""
-        if self.kind == "session":
-            return t_ms + self.every_ms
-        offset = self.longest.offset_ms
-        return t_ms + 1 + (offset - (t_ms + 1)) % self.every_ms
-
-
-def _ms(seconds: float) -> int:
-    return int(round(seconds * 1000))
 
 
 @dataclass
@@ -150,8 +97,8 @@ class FeaturePlan:
             where=config.where,
             items=items,
             windows=WindowPlan.build(config.windows),
-            ttl_ms=_ms(ttl) if ttl is not None else None,
-            lateness_ms=_ms(config.allowed_lateness_s),
+            ttl_ms=to_ms(ttl) if ttl is not None else None,
+            lateness_ms=to_ms(config.allowed_lateness_s),
             entity_types={c: _python_type(fields[c]) for c in config.entity},
             columns=list(fields),
             int_columns=[c for c, hint in fields.items() if _python_type(hint) is int],
@@ -221,49 +168,6 @@ class Events:
     ms: np.ndarray
     masks: list[np.ndarray]
     values: list[np.ndarray | None]
-
-
-def event_ms(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Epoch milliseconds of event times, and a mask of the values that are not times.
-
-    Numbers are epoch seconds, or milliseconds from 1e11 up; strings are
-    numbers or ISO-8601 (without a zone: UTC); datetimes are taken as they are.
-    Times are truncated to the millisecond.
-    """
-    n = len(values)
-    ms = np.zeros(n, dtype=np.int64)
-    ok = np.zeros(n, dtype=bool)
-    if pd.api.types.is_datetime64_any_dtype(values.dtype):
-        stamps = pd.to_datetime(values, utc=True)
-        ok = stamps.notna().to_numpy()
-        ms[ok] = stamps[ok].dt.as_unit("ms").astype("int64").to_numpy()
-        return ms, ~ok
-    if pd.api.types.is_bool_dtype(values.dtype):
-        return ms, np.ones(n, dtype=bool)
-    boolean = np.zeros(n, dtype=bool)
-    if values.dtype == object:
-        boolean = values.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(bool)
-        values = values.where(~boolean)
-    numbers = pd.to_numeric(values, errors="coerce").to_numpy(np.float64, na_value=np.nan)
-    finite = np.isfinite(numbers)
-    seconds = finite & (np.abs(numbers) < SECONDS_LIMIT)
-    ms[seconds] = np.floor(np.round(numbers[seconds] * 1000, 3)).astype(np.int64)
-    millis = finite & ~seconds & (np.abs(numbers) < 1e17)
-    ms[millis] = np.floor(numbers[millis]).astype(np.int64)
-    ok = seconds | millis
-    rest = ~ok & ~boolean & values.notna().to_numpy()
-    if rest.any():
-        candidates = values[rest]
-        texts = candidates.map(lambda v: v if isinstance(v, str) else None)
-        stamps = pd.to_datetime(texts, utc=True, errors="coerce", format="ISO8601")
-        dates = candidates.map(lambda v: pd.Timestamp(v) if hasattr(v, "isoformat")
-                               and not isinstance(v, str) else pd.NaT)
-        stamps = stamps.fillna(pd.to_datetime(dates, utc=True))
-        good = stamps.notna().to_numpy()
-        positions = np.flatnonzero(rest)[good]
-        ms[positions] = stamps[good].dt.as_unit("ms").astype("int64").to_numpy()
-        ok[positions] = True
-    return ms, ~ok
 
 
 def _safe(function: Callable[[pd.DataFrame], pd.Series], frame: pd.DataFrame, what: str
@@ -592,27 +496,10 @@ def typed_frame(frame: pd.DataFrame, fields: Sequence[tuple[str, Any]]) -> pd.Da
     return pd.DataFrame(out, index=frame.index).reset_index(drop=True)
 
 
-def key_text(value: Any) -> str:
-    """An entity value as text in keys: ``42``, ``42.0`` and ``'42'`` are all ``42``."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value)
-
-
-def entity_key(values: Mapping[str, Any]) -> str:
-    """The entity's key in stores and for streaming state: independent of column order and of
-    whether a value came as text (``42`` from a command line) or a number."""
-    import json
-
-    return json.dumps(sorted((str(k), key_text(v)) for k, v in values.items()))
-
-
 def entity_texts(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
-    """Each row's entity as one text, by :func:`entity_key`'s rule for values (columns joined
-    by a unit separator): the same entity gives the same text whatever the column types.
-    Column-wise for numbers; null values must have been set aside."""
+    """Each row's entity as one text, by :func:`.keys.entity_key`'s rule for values (columns
+    joined by a unit separator): the same entity gives the same text whatever the column
+    types. Column-wise for numbers; null values must have been set aside."""
     parts = []
     for column in columns:
         values = frame[column].reset_index(drop=True)

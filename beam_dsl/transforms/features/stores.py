@@ -1,4 +1,4 @@
-"""Feature stores: ONLINE (SQLite or Redis) and OFFLINE (Parquet).
+"""ONLINE feature stores: SQLite or Redis (OFFLINE, Parquet, is ``offline.py``).
 
 ONLINE keeps, per entity, the FEATURES rows that an answer "as of T"
 (``asof.py``) can need for any T at or after the entity's latest event: the
@@ -25,7 +25,7 @@ concurrent writers (shards, a stream's firings) merge correctly.
   ``beam_dsl:features:<name>:<entity_key>`` (the rows as JSON, scored by
   ``window_end``) and the hash ``beam_dsl:feature_sets``.
 
-The entity key is :func:`beam_dsl.transforms.features.panes.entity_key`.
+The entity key is :func:`beam_dsl.transforms.features.keys.entity_key`.
 
 Reading never creates anything: SQLite is opened read-only (``mode=ro``),
 and a missing file, feature set or entity is E445 (with a "did you mean").
@@ -33,9 +33,8 @@ Faults are E444 with a bounded wait: a database locked by another process
 (:data:`BUSY_TIMEOUT_S`), one that cannot be written, a Redis server that
 refuses connections or does not answer (:data:`REDIS_TIMEOUT_S`).
 
-OFFLINE writes every window's row to ``<path>/part-<tag>.parquet`` (written
-to a temporary name, then renamed), with a schema taken from the rows'
-Beam schema, so every part file has the same columns and types.
+Opening and reading a store imports no Beam, pyarrow or pandas (``features
+get`` starts fast); :func:`type_name`, which writers use, imports Beam.
 """
 
 from __future__ import annotations
@@ -44,21 +43,13 @@ import contextlib
 import json
 import os
 import sqlite3
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlparse
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from beam_dsl.diagnostics import DiagnosticError, config_error, did_you_mean
 from beam_dsl.ir.features import E_STORE, FeaturesConfig, online_store_problem
-from beam_dsl.transforms.common.rows import base_type, row_type
-
-# Each store write reports what it wrote: the store (URI or file) and the rows.
-STORE_ROW_TYPE = row_type([("target", str), ("rows", int)])
 
 E_FAULT = "E444"  # the store cannot be used: locked, read-only, unreachable, not a store
 E_NOT_FOUND = "E445"  # a read finds no store, feature set or entity, or cannot answer at T
@@ -431,28 +422,11 @@ def read_online(uri: str, name: str | None) -> OnlineStore:
     return _store(uri, name, None)
 
 
-# ---------------------------------------------------------------- offline
-
-
-def _arrow_type(hint: Any) -> pa.DataType:
-    hint = base_type(hint)
-    if hint is bool:
-        return pa.bool_()
-    if hint is int:
-        return pa.int64()
-    if hint is float:
-        return pa.float64()
-    if hint is str:
-        return pa.string()
-    inner = getattr(hint, "inner_type", None)  # Beam's Sequence[...] constraint
-    if inner is not None:
-        return pa.list_(_arrow_type(inner))
-    return pa.string()
-
-
 def type_name(hint: Any) -> str:
     """A row field's type as a store records it: ``int``, ``float``, ``str``, ``bool`` or
     ``list[...]`` (:func:`type_hint` reads it back)."""
+    from beam_dsl.transforms.common.rows import base_type  # Beam: writers only, not reads
+
     hint = base_type(hint)
     inner = getattr(hint, "inner_type", None)
     if inner is not None:
@@ -465,18 +439,3 @@ def type_hint(name: str) -> Any:
     if name.startswith("list[") and name.endswith("]"):
         return Sequence[type_hint(name[5:-1])]
     return {"int": int, "float": float, "bool": bool}.get(name, str)
-
-
-def arrow_schema(fields: Sequence[tuple[str, Any]]) -> pa.Schema:
-    return pa.schema([(name, _arrow_type(hint)) for name, hint in fields])
-
-
-def write_offline(frame, directory: str, tag: str, schema: pa.Schema) -> str:
-    """Writes ``frame`` as ``<directory>/part-<tag>.parquet`` (atomically); returns the path."""
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"part-{tag}.parquet")
-    temporary = os.path.join(directory, f".part-{tag}-{uuid.uuid4().hex}.tmp")
-    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-    pq.write_table(table, temporary)
-    os.replace(temporary, path)
-    return path

@@ -56,25 +56,21 @@ from beam_dsl.transforms.common.rows import (
 from beam_dsl.transforms.common.runner_compat import by_runner, select
 from beam_dsl.transforms.common.spec import SpecTransform
 from beam_dsl.transforms.features.asof import AsOf, ms_of
+from beam_dsl.transforms.features.keys import entity_key
+from beam_dsl.transforms.features.offline import arrow_schema, write_offline
 from beam_dsl.transforms.features.panes import (
     FeaturePlan,
     Panes,
-    entity_key,
     entity_texts,
     merge,
     panes_of,
     prepare,
     window_rows,
 )
-from beam_dsl.transforms.features.stores import (
-    STORE_ROW_TYPE,
-    EntityRows,
-    FeatureSet,
-    arrow_schema,
-    open_online,
-    type_name,
-    write_offline,
-)
+from beam_dsl.transforms.features.stores import EntityRows, FeatureSet, open_online, type_name
+
+# Each store write reports what it wrote: the store (URI or file) and the rows.
+STORE_ROW_TYPE = row_type([("target", str), ("rows", int)])
 
 
 def _tagged(tag: str, value: Any) -> tuple[str, Any]:

@@ -2,11 +2,15 @@
 
 Hugging Face ``generate`` copies each image's encoder output once per return
 sequence (``num_return_sequences`` times), grows its key/value caches step by
-step and launches every kernel of every step from Python. For an
+step and launches every kernel of every step from Python. For an image
 encoder-decoder whose decoder is BERT-shaped (self-attention, cross-attention
-to the encoder's output, feed-forward: BLIP's text decoder, a
-VisionEncoderDecoder with a BERT decoder) :class:`FastDecoder` produces the
-same tokens another way:
+to the encoder's output, feed-forward, each followed by its norm: BLIP's text
+decoder, a VisionEncoderDecoder with a BERT decoder) or GPT-2 with
+cross-attention (the same parts, each preceded by its norm: a
+VisionEncoderDecoder with a GPT2LMHeadModel decoder, e.g.
+nlpconnect/vit-gpt2-image-captioning) :class:`FastDecoder` produces the same
+tokens another way, with one decode loop for both (:class:`_BertLayers` and
+:class:`_Gpt2Layers` tell it where each decoder keeps its parts):
 
 * the encoder runs once per image and its cross-attention keys and values are
   computed once per image: the queries of an image's captions attend to them
@@ -23,7 +27,8 @@ token is forbidden before it), ``max_length`` / ``max_new_tokens``, sequences
 padded after their end token and the output cut where the last one ended.
 Sampling draws from exactly ``generate``'s distribution (Gumbel-max over the
 kept logits) but not with its random numbers. Anything else ``generate`` can
-do (beams, penalties, prompts, other decoders) is left to ``generate``:
+do (beams, penalties, prompts, other decoders: relative positions, TrOCR, ...;
+a max_length beyond the decoder's positions) is left to ``generate``:
 :func:`fast_decoder` says why.
 
 Beam-free: torch is imported by the caller's model; this module needs it only
@@ -72,11 +77,12 @@ class Parts:
     """An encoder-decoder model as the fast path sees it."""
 
     encode: Any  # pixel_values -> (images, positions, width) the decoder attends to
-    decoder: Any  # a BERT-shaped LM head model: .bert (embeddings, encoder.layer), .cls
+    decoder: Any  # the LM head model that decodes
     start: int  # the first decoder token
     ends: tuple[int, ...]
     pad: int
     generation_config: Any  # the generation config generate() would start from
+    net: Any = None  # the decoder's layers as the decode loop uses them: _BertLayers, _Gpt2Layers
 
 
 def model_parts(model: Any) -> Parts | str:
@@ -104,7 +110,8 @@ def model_parts(model: Any) -> Parts | str:
         return f"{kind} is not an image encoder-decoder the fast path knows"
     if parts.start is None or not parts.ends:
         return f"{kind} names no start or end token"
-    return _bert_shaped(parts) or parts
+    parts.net = decoder_layers(parts.decoder)
+    return parts.net if isinstance(parts.net, str) else parts
 
 
 def _blip_images(vision: Any) -> Any:
@@ -136,17 +143,126 @@ def _ids(value: Any) -> tuple[int, ...]:
     return tuple(int(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
 
 
-def _bert_shaped(parts: Parts) -> str | None:
-    decoder = parts.decoder
+def decoder_layers(decoder: Any) -> _BertLayers | _Gpt2Layers | str:
+    """The decode loop's view of ``decoder``, or why the fast path does not know it."""
     kind = type(decoder).__name__
-    body = getattr(decoder, "bert", None)
-    if body is None or not hasattr(decoder, "cls"):
-        return f"its decoder {kind} is not BERT-shaped"
-    if getattr(decoder.config, "position_embedding_type", "absolute") != "absolute":
-        return f"its decoder {kind} has {decoder.config.position_embedding_type} positions"
-    if not all(hasattr(layer, "crossattention") for layer in body.encoder.layer):
+    if hasattr(decoder, "bert") and hasattr(decoder, "cls"):
+        if getattr(decoder.config, "position_embedding_type", "absolute") != "absolute":
+            return f"its decoder {kind} has {decoder.config.position_embedding_type} positions"
+        blocks = decoder.bert.encoder.layer
+        net: Any = _BertLayers
+    elif kind == "GPT2LMHeadModel":
+        blocks = decoder.transformer.h
+        net = _Gpt2Layers
+    else:
+        return f"its decoder {kind} is neither BERT-shaped nor GPT2LMHeadModel"
+    if not all(hasattr(block, "crossattention") for block in blocks):
         return f"its decoder {kind} has no cross-attention"
-    return None
+    return net(decoder)
+
+
+class _BertLayers:
+    """A BERT-shaped decoder (BLIP's text decoder, BertLMHeadModel): post-norm, each
+    attention's and the feed-forward's output module adds the residual, then normalizes.
+
+    What the decode loop (:meth:`_Run._step`) asks of a decoder: ``embed`` the tokens at a
+    position; then for each of ``layers``: the self-attention queries, keys and values of
+    ``x``, the output of its attended ``context``, the cross-attention queries, their
+    output, the feed-forward; then the ``logits``. Tensors are (rows, 1, width); the
+    encoder's keys and values (``cross_keys_values``, once per batch) are (images,
+    encoder positions, width). ``positions``: how many positions the decoder embeds.
+    """
+
+    def __init__(self, decoder: Any):
+        body = decoder.bert
+        self.layers, self.embeddings, self.head = body.encoder.layer, body.embeddings, decoder.cls
+        own = self.layers[0].attention.self
+        self.heads, self.head_size = own.num_attention_heads, own.attention_head_size
+        self.positions = self.embeddings.position_embeddings.num_embeddings
+        types = getattr(self.embeddings, "token_type_embeddings", None)
+        self.type_embedding = types.weight[0] if types is not None else None
+
+    def scale(self, layer: Any) -> float | None:
+        """The attention scale (None: SDPA's 1 / sqrt(head size), BERT's)."""
+        return None
+
+    def embed(self, tokens: Any, position: Any) -> Any:
+        e = self.embeddings
+        x = e.word_embeddings(tokens) + e.position_embeddings(position)
+        if self.type_embedding is not None:
+            x = x + self.type_embedding
+        return e.LayerNorm(x)
+
+    def self_query_key_value(self, layer: Any, x: Any) -> tuple[Any, Any, Any]:
+        own = layer.attention.self
+        return own.query(x), own.key(x), own.value(x)
+
+    def self_output(self, layer: Any, context: Any, x: Any) -> Any:
+        return layer.attention.output(context, x)
+
+    def cross_query(self, layer: Any, x: Any) -> Any:
+        return layer.crossattention.self.query(x)
+
+    def cross_keys_values(self, layer: Any, memory: Any) -> tuple[Any, Any]:
+        cross = layer.crossattention.self
+        return cross.key(memory), cross.value(memory)
+
+    def cross_output(self, layer: Any, context: Any, x: Any) -> Any:
+        return layer.crossattention.output(context, x)
+
+    def feed_forward(self, layer: Any, x: Any) -> Any:
+        return layer.output(layer.intermediate(x), x)
+
+    def logits(self, x: Any) -> Any:
+        return self.head(x)
+
+
+class _Gpt2Layers:
+    """GPT-2 with cross-attention (GPT2LMHeadModel, add_cross_attention=True, the decoder
+    of e.g. nlpconnect/vit-gpt2-image-captioning): pre-norm (ln_1, ln_cross_attn, ln_2
+    before each part, the residual added after it, ln_f before the LM head), fused
+    projections (c_attn: queries, keys and values; the cross-attention's c_attn: the
+    encoder's keys and values, q_attn its queries), learned positions (wpe).
+
+    It answers the same questions as :class:`_BertLayers`.
+    """
+
+    def __init__(self, decoder: Any):
+        body = decoder.transformer
+        self.layers, self.words, self.position_embeddings = body.h, body.wte, body.wpe
+        self.final_norm, self.head = body.ln_f, decoder.lm_head
+        own = self.layers[0].attn
+        self.heads, self.head_size, self.width = own.num_heads, own.head_dim, own.split_size
+        self.positions = self.position_embeddings.num_embeddings
+
+    def scale(self, layer: Any) -> float:
+        """GPT-2's scale: 1 / sqrt(head size) or 1, divided by the layer's number if
+        scale_attn_by_inverse_layer_idx (its cross-attention uses the same)."""
+        return layer.attn.scaling
+
+    def embed(self, tokens: Any, position: Any) -> Any:
+        return self.words(tokens) + self.position_embeddings(position)
+
+    def self_query_key_value(self, layer: Any, x: Any) -> tuple[Any, Any, Any]:
+        return layer.attn.c_attn(layer.ln_1(x)).split(self.width, dim=-1)
+
+    def self_output(self, layer: Any, context: Any, x: Any) -> Any:
+        return x + layer.attn.c_proj(context)
+
+    def cross_query(self, layer: Any, x: Any) -> Any:
+        return layer.crossattention.q_attn(layer.ln_cross_attn(x))
+
+    def cross_keys_values(self, layer: Any, memory: Any) -> tuple[Any, Any]:
+        return layer.crossattention.c_attn(memory).split(self.width, dim=-1)
+
+    def cross_output(self, layer: Any, context: Any, x: Any) -> Any:
+        return x + layer.crossattention.c_proj(context)
+
+    def feed_forward(self, layer: Any, x: Any) -> Any:
+        return x + layer.mlp(layer.ln_2(x))
+
+    def logits(self, x: Any) -> Any:
+        return self.head(self.final_norm(x))
 
 
 def sampling_rules(generation_config: Any, kwargs: dict[str, Any]) -> Sampling | str:
@@ -182,6 +298,8 @@ def fast_decoder(model: Any, kwargs: dict[str, Any]) -> FastDecoder | str:
     rules = sampling_rules(parts.generation_config, kwargs)
     if isinstance(rules, str):
         return rules
+    if rules.max_length > parts.net.positions:  # generate fails, or not, when it gets there
+        return f"max_length={rules.max_length} beyond the decoder's {parts.net.positions} positions"
     return FastDecoder(parts, rules)
 
 
@@ -230,16 +348,14 @@ class _Run:
         torch = self._torch = owner._torch
         self.rules, self.parts, self.images, self.positions = owner.rules, owner.parts, images, \
             positions
-        body = owner.parts.decoder.bert
-        self.layers, self.embeddings = body.encoder.layer, body.embeddings
-        attention = self.layers[0].attention.self
-        self.heads, self.head_size = attention.num_attention_heads, attention.attention_head_size
+        self.net = owner.parts.net
+        self.heads, self.head_size = self.net.heads, self.net.head_size
         rows, length = images * self.rules.per_input, self.rules.max_length
         device, dtype = owner.device, owner.dtype
-        shape = (len(self.layers), rows, self.heads, length, self.head_size)
+        shape = (len(self.net.layers), rows, self.heads, length, self.head_size)
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros_like(self.keys)
-        cross = (len(self.layers), images, self.heads, positions, self.head_size)
+        cross = (len(self.net.layers), images, self.heads, positions, self.head_size)
         self.cross_keys = torch.zeros(cross, device=device, dtype=dtype)
         self.cross_values = torch.zeros_like(self.cross_keys)
         self.tokens = torch.zeros(rows, length, dtype=torch.long, device=device)
@@ -247,8 +363,6 @@ class _Run:
         self.position = torch.zeros((), dtype=torch.long, device=device)
         self.slots = torch.arange(length, device=device)
         self.ends = torch.tensor(self.parts.ends, device=device)
-        types = getattr(self.embeddings, "token_type_embeddings", None)
-        self.type_embedding = types.weight[0] if types is not None else None
         self.graphs: list[Any] = []  # one per chunk of steps
         if graphs:
             with _CAPTURING:
@@ -263,29 +377,27 @@ class _Run:
         rows, images, heads, size = self.tokens.shape[0], self.images, self.heads, self.head_size
         per = self.rules.per_input
         current = self.tokens.gather(1, self.position.view(1, 1).expand(rows, 1))[:, 0]
-        e = self.embeddings
-        x = e.word_embeddings(current) + e.position_embeddings(self.position)
-        if self.type_embedding is not None:
-            x = x + self.type_embedding
-        x = e.LayerNorm(x).unsqueeze(1)  # (rows, 1, width)
+        net = self.net
+        x = net.embed(current, self.position).unsqueeze(1)  # (rows, 1, width)
         seen = (self.slots[:limit] <= self.position).view(1, 1, 1, -1)
         slot = self.position.view(1)
-        for i, layer in enumerate(self.layers):
-            own = layer.attention.self
-            q = own.query(x).view(rows, 1, heads, size).transpose(1, 2)
-            self.keys[i].index_copy_(2, slot, own.key(x).view(rows, 1, heads, size).transpose(1, 2))
-            self.values[i].index_copy_(2, slot,
-                                       own.value(x).view(rows, 1, heads, size).transpose(1, 2))
+        for i, layer in enumerate(net.layers):
+            scale = net.scale(layer)
+            q, k, v = (t.view(rows, 1, heads, size).transpose(1, 2)
+                       for t in net.self_query_key_value(layer, x))
+            self.keys[i].index_copy_(2, slot, k)
+            self.values[i].index_copy_(2, slot, v)
             context = F.scaled_dot_product_attention(q, self.keys[i, :, :, :limit],
                                                      self.values[i, :, :, :limit],
-                                                     attn_mask=seen)
-            a = layer.attention.output(context.transpose(1, 2).reshape(rows, 1, -1), x)
+                                                     attn_mask=seen, scale=scale)
+            a = net.self_output(layer, context.transpose(1, 2).reshape(rows, 1, -1), x)
             # an image's per captions ask its one copy of the encoder's keys and values
-            qc = layer.crossattention.self.query(a).view(images, per, heads, size).transpose(1, 2)
-            context = F.scaled_dot_product_attention(qc, self.cross_keys[i], self.cross_values[i])
-            c = layer.crossattention.output(context.transpose(1, 2).reshape(rows, 1, -1), a)
-            x = layer.output(layer.intermediate(c), c)
-        logits = self.parts.decoder.cls(x[:, 0])  # in the model's dtype
+            qc = net.cross_query(layer, a).view(images, per, heads, size).transpose(1, 2)
+            context = F.scaled_dot_product_attention(qc, self.cross_keys[i], self.cross_values[i],
+                                                     scale=scale)
+            c = net.cross_output(layer, context.transpose(1, 2).reshape(rows, 1, -1), a)
+            x = net.feed_forward(layer, c)
+        logits = net.logits(x[:, 0])  # in the model's dtype
         following = self._choose(logits)
         running = self.ended_at == 0
         following = torch.where(running, following, self.parts.pad)
@@ -328,12 +440,10 @@ class _Run:
 
     def _reset(self, memory: Any) -> None:
         images, heads, size = self.images, self.heads, self.head_size
-        for i, layer in enumerate(self.layers):
-            cross = layer.crossattention.self
-            self.cross_keys[i].copy_(cross.key(memory).view(images, -1, heads, size)
-                                     .transpose(1, 2))
-            self.cross_values[i].copy_(cross.value(memory).view(images, -1, heads, size)
-                                       .transpose(1, 2))
+        for i, layer in enumerate(self.net.layers):
+            keys, values = self.net.cross_keys_values(layer, memory)
+            self.cross_keys[i].copy_(keys.view(images, -1, heads, size).transpose(1, 2))
+            self.cross_values[i].copy_(values.view(images, -1, heads, size).transpose(1, 2))
         self.tokens.fill_(self.parts.pad)
         self.tokens[:, 0] = self.parts.start
         self.ended_at.zero_()

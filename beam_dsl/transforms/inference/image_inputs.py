@@ -116,20 +116,40 @@ def decode_images(
     """
     if device is None:
         return _on_threads(values)
+    import torch
+
     key = _batch_key(values, device)
-    with _LAST_LOCK:
-        if key is not None and _LAST.get("key") == key:  # the ensemble's next MODEL
-            return list(_LAST["images"]), list(_LAST["errors"])
+    with _RECENT_LOCK:
+        recent = _RECENT.get(key) if key is not None else None
+    if recent is not None:  # the ensemble's next MODEL, maybe on a CUDA stream of its own
+        images, errors, decoded = recent
+        if decoded is not None:
+            stream = torch.cuda.current_stream()
+            stream.wait_event(decoded)  # the decoding stream's work is done first
+            for image in images:
+                if image is not None:
+                    image.record_stream(stream)  # its memory outlives this stream's reads
+        return list(images), list(errors)
     images, errors = _on_device(values, device)
-    with _LAST_LOCK:
-        _LAST.update(key=key, images=images, errors=errors)
+    if key is not None:
+        decoded = None
+        if torch.device(device).type == "cuda":
+            decoded = torch.cuda.Event()
+            decoded.record()
+        with _RECENT_LOCK:
+            _RECENT[key] = (images, errors, decoded)
+            while len(_RECENT) > _KEPT:
+                del _RECENT[next(iter(_RECENT))]
     return list(images), list(errors)
 
 
-# The last batch decoded on a device: an ENSEMBLE's MODELs (BLIP, then CLIP) ask
-# for the same images one after the other, and decode them once.
-_LAST: dict[str, Any] = {}
-_LAST_LOCK = threading.Lock()
+# The batches last decoded on a device, oldest first: an ENSEMBLE's MODELs (BLIP,
+# then CLIP) ask for the same images one after the other, and decode them once.
+# The ENSEMBLE has two batches at work at once (BLIP on one while CLIP is on the
+# one before), so two are kept.
+_RECENT: dict[tuple, tuple[list[Any], list[Any], Any]] = {}  # images, errors, CUDA event
+_KEPT = 2
+_RECENT_LOCK = threading.Lock()
 
 
 def _batch_key(values: Sequence[Any], device: str) -> tuple | None:

@@ -1,175 +1,135 @@
 """MODEL as a Beam transform: :class:`RunModel` (LANGUAGE.md section 2).
 
-RunModel is Beam's ``RunInference`` over :class:`PredictorHandler`, a Beam
-``ModelHandler`` whose model is a :class:`~beam_dsl.transforms.inference.base.Predictor`
-and whose batches are pandas frames: ``BatchElements`` (BATCH min TO max
-[WAIT]) gathers rows, the predictor answers the whole frame at once, and one
-step turns the answer back into rows. So RunInference's model sharing
-(``SHARED`` = one copy per machine), metrics and side-input model updates
-(``REFRESH EVERY``) all apply, with no per-row model call.
+RunModel works on pandas frames, as ENSEMBLE does
+(:class:`~beam_dsl.transforms.common.runner_compat.FrameOutputs`): a reader's
+chunks come in as frames (rows that come one by one are gathered into
+frames), each slice of up to BATCH max rows is checked
+against the input schema, the predictor answers the whole slice at once, and
+the output rows are built column-wise as Beam's NamedTuple of the output
+schema. The model loads once per worker process (``SHARED``: once per
+machine, through Beam's ``MultiProcessShared``); side-input model updates
+(``REFRESH EVERY``, or a ``model_updates`` input) swap it, as in Beam's
+RunInference.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import logging
-import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import apache_beam as beam
 import pandas as pd
-from apache_beam.ml.inference.base import ModelHandler, RunInference
+from apache_beam.ml.inference.base import ModelMetadata
 from apache_beam.ml.inference.utils import WatchFilePattern
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms.util import WaitOn
+from apache_beam.utils import multi_process_shared, shared
 
 from beam_dsl.ir.model import ModelConfig
 from beam_dsl.transforms.common.rows import (
     ERROR_ROW_TYPE,
-    ConformRows,
+    conform_to_schema,
     error_rows,
+    frame_rows,
     optional,
+    row_maker,
     row_type,
-    rows_to_frame,
     schema_fields,
 )
-from beam_dsl.transforms.common.runner_compat import RowBatches, runs_batches, select
+from beam_dsl.transforms.common.runner_compat import FrameOutputs, runs_batches
 from beam_dsl.transforms.common.spec import SpecTransform
 from beam_dsl.transforms.inference.base import E_INPUT_MISSING, Predictor, configured_path
 from beam_dsl.transforms.inference.predictors import build_predictor
 
 _LOG = logging.getLogger(__name__)
 
-Scored = tuple[Sequence[Any], pd.DataFrame]  # a batch of rows and the predictions for them
+
+def _load(config: ModelConfig) -> Predictor:
+    return build_predictor(config, config.allow_pickle)
 
 
-class PredictorHandler(ModelHandler[Any, Scored, Predictor]):
-    """A Beam ModelHandler that predicts whole batches of schema'd rows as one frame.
+class _Model:
+    """A MODEL at work on frames of rows, with its model loaded.
 
-    ``run_inference`` answers a batch with a single element, the batch and its
-    prediction frame, so the DoFn that makes output rows from it is the only
-    per-row step.
+    ``outputs(frame)`` yields ``("main" | "errors", row)`` pairs, which
+    ``runner_compat.FrameOutputs`` turns into Beam outputs.
 
     Args:
-        config: the MODEL's config (its ``allow_pickle`` allows pickle / joblib files).
-        columns: the input rows' field names.
-    """
-
-    def __init__(self, config: ModelConfig, columns: Sequence[str]):
-        super().__init__()
-        self._config = config
-        self._columns = list(columns)
-
-    def load_model(self) -> Predictor:
-        return build_predictor(self._config, self._config.allow_pickle)
-
-    def run_inference(
-        self,
-        batch: Sequence[Any],
-        model: Predictor,
-        inference_args: dict[str, Any] | None = None,
-    ) -> list[Scored]:
-        frame = rows_to_frame(batch, self._columns)
-        return [(batch, model.predict(frame, scores=False))]
-
-    def update_model_path(self, model_path: str | None = None) -> None:
-        """A REFRESH found a newer model file: the next load reads it."""
-        if model_path:
-            self._config = dataclasses.replace(self._config, path=model_path)
-
-    def batch_elements_kwargs(self) -> Mapping[str, Any]:
-        batch = self._config.batch
-        kwargs = {"min_batch_size": batch.min, "max_batch_size": batch.max}
-        if batch.wait_s:
-            kwargs["max_batch_duration_secs"] = batch.wait_s
-        return kwargs
-
-    def share_model_across_processes(self) -> bool:
-        return self._config.shared
-
-    def get_num_bytes(self, batch: Sequence[Any]) -> int:
-        return len(batch)  # Beam's default pickles the batch only to measure it
-
-    def get_metrics_namespace(self) -> str:
-        return f"beam_dsl.{self._config.name}"
-
-
-class _PredictBatches(beam.DoFn):
-    """Lists of rows -> scored batches, through the handler RunInference would use."""
-
-    def __init__(self, handler: PredictorHandler):
-        self._handler = handler
-
-    def setup(self) -> None:
-        self._model = self._handler.load_model()
-
-    def process(self, rows: list[Any]) -> Iterable[Scored]:
-        return self._handler.run_inference(rows, self._model)
-
-
-class _EmitRows(beam.DoFn):
-    """Scored batches -> output rows (input fields + OUTPUT fields + provenance) and error rows.
-
-    Output rows are instances of the output schema's NamedTuple type, built
-    positionally: the one per-row step of RunModel, so it stays lean.
+        config: the MODEL's config.
+        fields: the input rows' fields (name -> type), in schema order.
+        out_fields: the main output's fields, in schema order.
     """
 
     def __init__(
-        self, name: str, columns: Sequence[str], added: Sequence[str], out_type, pairs: bool
+        self, config: ModelConfig, fields: Mapping[str, Any], out_fields: list[tuple[str, Any]]
     ):
-        self._pairs = pairs  # emit ("main" | "errors", row) pairs instead of tagged outputs
-        self._name = name
-        self._columns = list(columns)
-        self._added = list(added)
-        self._kept = [c for c in columns if c not in added]  # an OUTPUT may replace a field
-        self._out = out_type.user_type
+        self.config = config
+        self.fields = dict(fields)
+        self.max_rows = config.batch.max
+        self.out_fields = out_fields
+        self.kept = [c for c in fields if c not in config.outputs]  # OUTPUT replaces a field
+        self.added = [n for n, _ in out_fields[len(self.kept):]]
+        self._handle = shared.Shared()  # one model per process for every thread's DoFn
 
     def setup(self) -> None:
-        self._get = operator.attrgetter(*self._kept) if self._kept else (lambda row: ())
-        self._single = len(self._kept) == 1
+        self.make = row_maker(self.out_fields)
+        self.path = self.config.path
+        self.predictor = self._acquire(self.config)
 
-    def _inputs(self, rows: Sequence[Any]) -> Iterable[tuple]:
-        """Each row's kept input values, as a tuple."""
-        first = rows[0]
-        if self._kept == self._columns and getattr(first, "_fields", None) == tuple(self._kept):
-            return rows  # NamedTuples in schema order already are those tuples
-        if self._single:
-            return [(self._get(row),) for row in rows]
-        return map(self._get, rows)
+    def teardown(self) -> None:
+        pass
 
-    def process(self, scored: Scored) -> list[Any]:
-        rows, result = scored
+    def _acquire(self, config: ModelConfig) -> Predictor:
+        """The loaded model of ``config``, shared by the process (SHARED: by the machine)."""
+        tag = f"beam_dsl.{config.name}." + hashlib.sha256(
+            json.dumps(config.to_json(), sort_keys=True).encode()).hexdigest()
+        load = functools.partial(_load, config)
+        if config.shared:
+            return multi_process_shared.MultiProcessShared(load, tag, always_proxy=True).acquire()
+        return self._handle.acquire(load, tag)
+
+    def use(self, update: Any) -> None:
+        """Swaps in the model a side-input update names (a newer file), once."""
+        if isinstance(update, ModelMetadata) and update.model_id and update.model_id != self.path:
+            self.path = update.model_id
+            self.predictor = self._acquire(dataclasses.replace(self.config, path=self.path))
+
+    def outputs(self, frame: pd.DataFrame, update: Any = None) -> Iterator[tuple[str, Any]]:
+        """Each row's output; ``update``: the model update of the frame's window (a side
+        input), if any."""
+        self.use(update)
+        for start in range(0, len(frame), self.max_rows):
+            chunk = frame.iloc[start : start + self.max_rows].reset_index(drop=True)
+            typed, unfit = conform_to_schema(chunk, self.fields)
+            unfit = unfit.dropna()
+            fitting = typed.drop(index=unfit.index) if len(unfit) else typed
+            answered, rejected = self._predict(fitting)
+            for row in frame_rows(answered, [*self.kept, *self.added], self.make):
+                yield "main", row
+            errors = pd.concat([unfit, rejected]) if len(unfit) else rejected
+            for row in error_rows(chunk.loc[errors.index], errors, self.config.name):
+                yield "errors", row
+
+    def _predict(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+        """The rows the model answered (input fields and answers), and why it did not
+        answer the others. A prediction that raises fails its whole slice."""
         if not len(rows):
-            return []
+            return rows, pd.Series(dtype=object)
+        try:
+            result = self.predictor.predict(rows, scores=False)
+        except Exception as exc:  # noqa: BLE001 - the slice's rows become error rows
+            return rows.iloc[:0], pd.Series(f"inference failed: {exc}", index=rows.index)
         failed = result["error"].notna().to_numpy()
-        added = zip(*(result[c].tolist() for c in self._added), strict=True)
-        new, out = tuple.__new__, self._out
-        if not failed.any():
-            pairs = zip(self._inputs(rows), added, strict=True)
-            outputs = [new(out, (*kept, *more)) for kept, more in pairs]
-            return [("main", o) for o in outputs] if self._pairs else outputs
-        outputs: list[Any] = [
-            new(out, (*kept, *more))
-            for kept, more, bad in zip(self._inputs(rows), added, failed.tolist(), strict=True)
-            if not bad
-        ]
-        bad_rows = [row for row, bad in zip(rows, failed, strict=True) if bad]
-        frame = rows_to_frame(bad_rows, self._columns)
-        errors = error_rows(frame, result["error"][failed], self._name)
-        if self._pairs:
-            return [("main", o) for o in outputs] + [("errors", e) for e in errors]
-        return outputs + [beam.pvalue.TaggedOutput("errors", e) for e in errors]
-
-
-def _failed_batch_rows(
-    failed: tuple[Sequence[Any], Any], columns: Sequence[str], name: str
-) -> list[beam.Row]:
-    """Error rows for a batch whose inference raised (RunInference's dead-letter output)."""
-    batch, exc_info = failed
-    why = f"inference failed: {exc_info[1] if isinstance(exc_info, tuple) else exc_info}"
-    return error_rows(rows_to_frame(batch, columns), [why] * len(batch), name)
+        answers = result[self.added]
+        if failed.any():
+            rows, answers = rows[~failed], answers[~failed]
+        answered = pd.concat([rows[self.kept], answers], axis=1) if self.kept else answers
+        return answered, result["error"][failed]
 
 
 class RunModel(SpecTransform):
@@ -206,65 +166,24 @@ class RunModel(SpecTransform):
         self._check_columns(fields)
         if inputs:  # e.g. the TRAINs of the same pipeline that write the models
             pcoll = pcoll | "WaitForModels" >> WaitOn(*inputs.values())
-        outputs, keyed = list(config.outputs), bool(config.per)
-        added = [*outputs, "model_id"] + (["model_key"] if keyed else [])
-        out_type = row_type(
+        outputs = list(config.outputs)
+        out_fields = (
             [(n, t) for n, t in fields.items() if n not in outputs]
             + [(n, Any) for n in outputs]
             + [("model_id", str)]
-            + ([("model_key", optional(str))] if keyed else [])
+            + ([("model_key", optional(str))] if config.per else [])
         )
-        pcoll, unfit = self._conform(pcoll, fields)
-        handler = PredictorHandler(config, list(fields))
-        emit = functools.partial(_EmitRows, config.name, list(fields), added, out_type)
+        model = _Model(config, fields, out_fields)
         updates = updates if updates is not None else self._watch(pcoll.pipeline)
-        if not runs_batches(pcoll.pipeline):
-            # Beam 2.77's DaskRunner drops what finish_bundle emits (BatchElements
-            # loses each bundle's last batch) and hands every output of a
-            # multi-output ParDo to every consumer: batch with a GroupByKey, predict
-            # with the same handler, and emit (tag, row) pairs.
-            pairs = (
-                pcoll
-                | "Batch" >> RowBatches(config.batch.max)
-                | "Predict" >> beam.ParDo(_PredictBatches(handler))
-                | "Rows" >> beam.ParDo(emit(pairs=True))
-            )
-            errors = select(pairs, "errors", "Errors", ERROR_ROW_TYPE)
-            return {
-                "main": select(pairs, "main", "Main", out_type),
-                "errors": (errors, unfit) | "AllErrors" >> beam.Flatten(),
-            }
-        inference = RunInference(handler, model_metadata_pcoll=updates)
-        answers, dead = pcoll | "RunInference" >> inference.with_exception_handling()
-        results = answers | "Rows" >> beam.ParDo(emit(pairs=False)).with_output_types(
-            out_type
-        ).with_outputs("errors", main="main")
-        failed = dead.failed_inferences | "FailedBatches" >> beam.FlatMap(
-            _failed_batch_rows, list(fields), config.name
-        )
-        errors = (results.errors, failed, unfit) | "Errors" >> beam.Flatten().with_output_types(
-            ERROR_ROW_TYPE
-        )
-        return {"main": results.main, "errors": errors}
-
-    def _conform(
-        self, pcoll: beam.PCollection, fields: Mapping[str, Any]
-    ) -> tuple[beam.PCollection, beam.PCollection]:
-        """Rows whose values fit their own schema, and error rows for the others.
-
-        They leave first: RunInference encodes rows when batching them, and
-        Beam cannot encode those.
-        """
-        batches = runs_batches(pcoll.pipeline)
-        conform = ConformRows(fields, self.config.name, pairs=not batches)
-        if batches:
-            checked = pcoll | "Conform" >> beam.ParDo(conform).with_output_types(
-                pcoll.element_type
-            ).with_outputs("errors", main="main")
-            return checked.main, checked.errors
-        checked = pcoll | "Conform" >> beam.ParDo(conform)
-        return (select(checked, "main", "Fitting", pcoll.element_type),
-                select(checked, "errors", "Unfit", ERROR_ROW_TYPE))
+        side = ()
+        if updates is not None and runs_batches(pcoll.pipeline):  # Dask: batch pipelines only
+            side = (beam.pvalue.AsSingleton(updates),)
+        outputs = pcoll | "Predict" >> FrameOutputs(
+            model, list(fields), model.max_rows, ("main", "errors"), *side)
+        main, errors = outputs["main"], outputs["errors"]
+        main.element_type = row_type(out_fields)
+        errors.element_type = ERROR_ROW_TYPE
+        return {"main": main, "errors": errors}
 
     def _check_columns(self, fields: Mapping[str, Any]) -> None:
         config = self.config
@@ -278,7 +197,7 @@ class RunModel(SpecTransform):
                 )
 
     def _watch(self, pipeline: beam.Pipeline) -> beam.PCollection | None:
-        """REFRESH: newer files matching the path, as RunInference model updates."""
+        """REFRESH: newer files matching the path, as side-input model updates."""
         config = self.config
         if not config.refresh_s or config.per:
             return None  # PER models re-read their key set themselves

@@ -91,6 +91,13 @@ class HuggingFaceModel(SingleModel):
             raise config.error(
                 E_MODEL_SETUP, f"{type(self.model).__name__} has no method '{self.call}'"
             )
+        # A CUDA stream of its own: an ENSEMBLE's models work on consecutive batches at
+        # once (BLIP generating one while CLIP scores the one before), and on one stream
+        # each model's kernels would queue behind the other's.
+        self.stream = None
+        if self.device == "cuda":
+            self.stream = self._torch.cuda.Stream()
+            self._torch.cuda.synchronize()  # the weights are in place before the stream reads
         self.decoder, self.decoding = None, None  # CALL generate's path (decoding.py)
         if self.call == "generate":
             fast = fast_decoder(self.model, self.call_kwargs)
@@ -101,6 +108,12 @@ class HuggingFaceModel(SingleModel):
             _LOG.info("MODEL %s: CALL generate runs through the %s", config.name, self.decoding)
 
     def answer(self, frame: Any, scores: bool) -> Answer:
+        if self.stream is None:
+            return self._answer(frame, scores)
+        with self._torch.cuda.stream(self.stream):
+            return self._answer(frame, scores)
+
+    def _answer(self, frame: Any, scores: bool) -> Answer:
         features = self.features(frame)
         kinds = {c: _column_kind(features[c].tolist()) for c in features.columns}
         errors: list[str | None] = [None] * len(frame)

@@ -41,10 +41,22 @@ def raised_by_beam_dsl(exc: BaseException) -> bool:
     in beam_dsl, or by a library beam_dsl's transforms or compiler called (the CLI and the
     runner only call Beam on the user's pipeline)."""
     root = _chain(exc)[-1]
-    files = [os.path.abspath(f.filename) for f in traceback.extract_tb(root.__traceback__)]
+    files = [os.path.abspath(f) for f in _files(root)]
     return bool(files) and (
         files[-1].startswith(_PACKAGE) or any(f.startswith(_OWN_CODE) for f in files)
     )
+
+
+def _files(exc: BaseException) -> list[str]:
+    """The files of ``exc``'s traceback, innermost last. An exception raised in a worker
+    process (TRAIN's fits) reaches the run with the worker's traceback as text only:
+    concurrent.futures chains it as a ``_RemoteTraceback`` whose ``tb`` holds it."""
+    if exc.__traceback__ is None and isinstance(getattr(exc, "tb", None), str):
+        return _REMOTE_FILE.findall(exc.tb)
+    return [frame.filename for frame in traceback.extract_tb(exc.__traceback__)]
+
+
+_REMOTE_FILE = re.compile(r'^\s*File "([^"]+)", line \d+', re.MULTILINE)
 
 
 def run_failure(exc: BaseException, pipeline: str) -> DiagnosticError | None:

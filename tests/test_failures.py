@@ -83,3 +83,28 @@ def test_the_pipeline_runs_when_nothing_fails(tmp_path, capsys):
     code, err = _run(tmp_path, TRAIN_PIPELINE, capsys)
     assert code == 0, err
     assert os.path.islink(tmp_path / "models" / "t.skops")
+
+
+def _fails_in_a_worker(fn, *args) -> BaseException:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(1, mp_context=get_context("fork")) as pool:
+        try:
+            pool.submit(fn, *args).result()
+        except Exception as exc:  # noqa: BLE001 - the exception is what the test reads
+            return exc
+    raise AssertionError("the job did not fail")
+
+
+def test_a_failure_in_a_worker_process_is_told_apart_by_the_workers_traceback():
+    """TRAIN fits in worker processes; their exceptions reach the run with the worker's
+    traceback as text only. A failure inside beam_dsl's code there is still beam_dsl's
+    (exit 123), one in code beam_dsl did not call is the pipeline's (E460)."""
+    import json
+
+    from beam_dsl.failures import raised_by_beam_dsl
+    from beam_dsl.transforms.common.rows import rows_to_frame
+
+    assert raised_by_beam_dsl(_fails_in_a_worker(rows_to_frame, 5, ["a"]))
+    assert not raised_by_beam_dsl(_fails_in_a_worker(json.loads, "{"))

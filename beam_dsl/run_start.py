@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from beam_dsl.diagnostics import DiagnosticError
@@ -28,6 +28,7 @@ from beam_dsl.dsl.yamlfile import load_schema
 from beam_dsl.ir.train import TrainConfig
 from beam_dsl.transforms.common import workers
 from beam_dsl.transforms.training import worker_modules
+from beam_dsl.transforms.training.modelstore import SKOPS_SUFFIXES
 from beam_dsl.vocabulary import family
 
 IN_PROCESS = ("FnApiRunner", "InProcess", "in-process")  # runner names of the in-process runner
@@ -73,16 +74,22 @@ def start_train_workers(compilation: Compilation, runner: str, beam_args: Sequen
         workers.start_server(list(modules), hide_torch)
 
 
+def _leaves(value: Any, key: str | None = None) -> Iterator[tuple[str | None, Any]]:
+    """Every value of a lowered config that is neither a dict nor a list (ensembles nest
+    models), with the key of the dict that holds it (None inside a list)."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            yield from _leaves(item, name)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _leaves(item)
+    else:
+        yield key, value
+
+
 def _frameworks(config: Any) -> set[str]:
-    """Every model framework named anywhere in a lowered config (ensembles nest models)."""
-    if isinstance(config, dict):
-        found = {config["framework"]} if isinstance(config.get("framework"), str) else set()
-        for value in config.values():
-            found |= _frameworks(value)
-        return found
-    if isinstance(config, list):
-        return set().union(*map(_frameworks, config)) if config else set()
-    return set()
+    """Every model framework named anywhere in a lowered config."""
+    return {v for k, v in _leaves(config) if k == "framework" and isinstance(v, str)}
 
 
 def may_need_torch(compilation: Compilation) -> bool:
@@ -97,4 +104,19 @@ def may_need_torch(compilation: Compilation) -> bool:
     torch_frameworks = set(family("frameworks").names(kind="torch"))
     return any(
         _frameworks(d.config.to_json()) & torch_frameworks for d in compilation.defs.values()
+    )
+
+
+def uses_skops(compilation: Compilation) -> bool:
+    """Whether this process will load or save a ``.skops`` file: a MODEL's path, a TRAIN's
+    SAVE TO (not where TRAIN's workers run: they save the models). skops, when imported,
+    lists the types it trusts by finding each scipy function in the first loaded module
+    that holds it: imported before Beam's 1,600 modules, that search costs about 0.2 s
+    less."""
+    saved_by_workers = workers.server_started()
+    return any(
+        isinstance(v, str) and v.endswith(SKOPS_SUFFIXES)
+        for d in compilation.defs.values()
+        if not (saved_by_workers and isinstance(d.config, TrainConfig))
+        for _, v in _leaves(d.config.to_json())
     )

@@ -31,11 +31,8 @@ from typing import Any, TextIO
 import yaml
 
 from beam_dsl.dsl.compiler import Compilation
-from beam_dsl.ir.train import TrainConfig
-from beam_dsl.run_start import IN_PROCESS, compile_for_run, may_need_torch
-from beam_dsl.transforms.common import workers
+from beam_dsl.run_start import IN_PROCESS, compile_for_run, may_need_torch, uses_skops
 from beam_dsl.transforms.common.torch_guard import NoTorch
-from beam_dsl.transforms.training.modelstore import SKOPS_SUFFIXES
 
 COUNTER_NAMESPACE = "beam_dsl"
 
@@ -222,28 +219,6 @@ def _summary(result: Any, wall_s: float, pipeline: Any, counted: Counted) -> Run
     return summary
 
 
-def _uses_skops(compilation: Compilation) -> bool:
-    """Whether a transform of the pipeline names a ``.skops`` file (a MODEL's path, a
-    TRAIN's SAVE TO, where this process saves TRAIN's models: not where the run started
-    TRAIN's workers, which save them). skops, when imported, lists the types it trusts by
-    finding each scipy function in the first loaded module that holds it: imported before
-    Beam's 1,600 modules, that search costs about 0.2 s less."""
-
-    def strings(value: Any) -> Iterator[str]:
-        if isinstance(value, str):
-            yield value
-        elif isinstance(value, dict | list):
-            for item in value.values() if isinstance(value, dict) else value:
-                yield from strings(item)
-
-    saved_by_workers = workers.server_started()
-    return any(
-        s.endswith(SKOPS_SUFFIXES) for d in compilation.defs.values()
-        if not (saved_by_workers and isinstance(d.config, TrainConfig))
-        for s in strings(d.config.to_json())
-    )
-
-
 @contextlib.contextmanager
 def _torch_hidden(hide: bool) -> Iterator[None]:
     """Makes ``import torch`` fail while a pipeline that needs no torch is built and run
@@ -397,8 +372,8 @@ def run_pipeline(
     start = time.monotonic()
     with contextlib.ExitStack() as stack:
         stack.enter_context(_torch_hidden(not may_need_torch(compilation)))
-        if _uses_skops(compilation):
-            import skops.io  # noqa: F401 - before Beam: see _uses_skops
+        if uses_skops(compilation):
+            import skops.io  # noqa: F401 - before Beam: see uses_skops
         from apache_beam import Pipeline
         from apache_beam.options.pipeline_options import PipelineOptions
         from apache_beam.yaml import yaml_transform

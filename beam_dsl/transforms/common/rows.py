@@ -241,6 +241,21 @@ def conform_to_schema(
     return out, reasons
 
 
+def slices(frame: pd.DataFrame, max_rows: int) -> list[pd.DataFrame]:
+    """``frame`` in slices of at most ``max_rows`` rows, each indexed from 0 (a reader's
+    frames can be larger than a model's BATCH maximum)."""
+    return [frame.iloc[start : start + max_rows].reset_index(drop=True)
+            for start in range(0, len(frame), max_rows)]
+
+
+def fitting_rows(frame: pd.DataFrame, fields: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.Series]:
+    """The rows of ``frame`` that fit the schema, typed (:func:`conform_to_schema`), and
+    why each of the others does not (indexed as ``frame``)."""
+    typed, reasons = conform_to_schema(frame, fields)
+    unfit = reasons.dropna()
+    return (typed.drop(index=unfit.index) if len(unfit) else typed), unfit
+
+
 def windowed(value: Any, window: BoundedWindow) -> WindowedValue:
     """``value`` placed in ``window`` (for outputs emitted outside ``process``)."""
     if isinstance(value, beam.pvalue.TaggedOutput):

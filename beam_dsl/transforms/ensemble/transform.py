@@ -35,12 +35,13 @@ import pandas as pd
 from beam_dsl.ir.ensemble import EnsembleConfig
 from beam_dsl.transforms.common.rows import (
     ERROR_ROW_TYPE,
-    conform_to_schema,
     error_rows,
+    fitting_rows,
     frame_rows,
     row_maker,
     row_type,
     schema_fields,
+    slices,
 )
 from beam_dsl.transforms.common.runner_compat import FrameOutputs
 from beam_dsl.transforms.common.spec import SpecTransform
@@ -109,10 +110,7 @@ class _Ensemble:
 
     def outputs(self, frame: pd.DataFrame) -> Iterator[tuple[str, Any]]:
         # Frames from a reader can be larger than the models' BATCH maximum.
-        chunks = [
-            frame.iloc[start : start + self.max_rows].reset_index(drop=True)
-            for start in range(0, len(frame), self.max_rows)
-        ]
+        chunks = slices(frame, self.max_rows)
         for chunk, (main, unfit, rejected, shadow) in zip(
             chunks, self._answers(chunks), strict=True
         ):
@@ -146,11 +144,8 @@ class _Ensemble:
     def _answer(self, chunk: pd.DataFrame) -> Answers:
         """(main, unfit, rejected, shadow): the plan's answers for one chunk, and the
         rows that do not fit the input schema."""
-        typed, unfit = conform_to_schema(chunk, self.fields)
-        unfit = unfit.dropna()
-        main, rejected, shadow = self.plan.run(
-            typed.drop(index=unfit.index), self.predictors, self.pool
-        )
+        fitting, unfit = fitting_rows(chunk, self.fields)
+        main, rejected, shadow = self.plan.run(fitting, self.predictors, self.pool)
         return main, unfit, rejected, shadow
 
 

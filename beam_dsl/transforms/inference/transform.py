@@ -33,13 +33,14 @@ from apache_beam.utils import multi_process_shared, shared
 from beam_dsl.ir.model import ModelConfig
 from beam_dsl.transforms.common.rows import (
     ERROR_ROW_TYPE,
-    conform_to_schema,
     error_rows,
+    fitting_rows,
     frame_rows,
     optional,
     row_maker,
     row_type,
     schema_fields,
+    slices,
 )
 from beam_dsl.transforms.common.runner_compat import FrameOutputs, runs_batches
 from beam_dsl.transforms.common.spec import SpecTransform
@@ -103,11 +104,8 @@ class _Model:
         """Each row's output; ``update``: the model update of the frame's window (a side
         input), if any."""
         self.use(update)
-        for start in range(0, len(frame), self.max_rows):
-            chunk = frame.iloc[start : start + self.max_rows].reset_index(drop=True)
-            typed, unfit = conform_to_schema(chunk, self.fields)
-            unfit = unfit.dropna()
-            fitting = typed.drop(index=unfit.index) if len(unfit) else typed
+        for chunk in slices(frame, self.max_rows):
+            fitting, unfit = fitting_rows(chunk, self.fields)
             answered, rejected = self._predict(fitting)
             for row in frame_rows(answered, [*self.kept, *self.added], self.make):
                 yield "main", row

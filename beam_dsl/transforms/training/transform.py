@@ -86,7 +86,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import BoundedWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beam_dsl.diagnostics import did_you_mean
+from beam_dsl.diagnostics import DiagnosticError, did_you_mean
 from beam_dsl.ir.train import ROW_COUNTS, TrainConfig
 from beam_dsl.transforms.common import expr, workers
 from beam_dsl.transforms.common.rows import (
@@ -334,11 +334,16 @@ def _prepared(plan: Plan, job: Future) -> Prepared:
     try:
         return job.result()
     except BrokenProcessPool as e:
-        raise plan.config.error(
-            E_WORKER, f"a worker process preparing rows died ({e})",
-            hint="workers die most often for lack of memory: run with fewer --workers "
-            "(1 fits in the run's own process)",
-        ) from None
+        raise _worker_died(plan, "preparing rows", e) from None
+
+
+def _worker_died(plan: Plan, doing: str, why: BrokenProcessPool) -> DiagnosticError:
+    """E436: a worker process died while ``doing`` its job."""
+    return plan.config.error(
+        E_WORKER, f"a worker process {doing} died ({why})",
+        hint="workers die most often for lack of memory: run with fewer --workers "
+        "(1 fits in the run's own process)",
+    )
 
 
 def _row_key(plan: Plan) -> Any:
@@ -463,11 +468,7 @@ class _Fit(beam.DoFn):
         except workers.NotShippable as e:
             self._fit_in_line(e)
         except BrokenProcessPool as e:
-            raise self._plan.config.error(
-                E_WORKER, f"a worker process fitting key {list(args[2])} died ({e})",
-                hint="workers die most often for lack of memory: run with fewer --workers "
-                "(1 fits in the run's own process)",
-            ) from None
+            raise _worker_died(self._plan, f"fitting key {list(args[2])}", e) from None
         if result is None:  # fitted here, outside the handler: a failure of its own is not
             result = fit_key(*args)  # chained to the worker's (failures.py reads the chain)
         return windowed(self._count(save_key(self._plan, result)), window)

@@ -27,4 +27,3 @@ def entity_key(values: Mapping[str, Any]) -> str:
     """The entity's key in stores and for streaming state: independent of column order and of
     whether a value came as text (``42`` from a command line) or a number."""
     return json.dumps(sorted((str(k), key_text(v)) for k, v in values.items()))
-

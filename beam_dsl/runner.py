@@ -375,14 +375,15 @@ def run_pipeline(
         if uses_skops(compilation):
             import skops.io  # noqa: F401 - before Beam: see uses_skops
         from apache_beam import Pipeline
-        from apache_beam.options.pipeline_options import PipelineOptions
         from apache_beam.yaml import yaml_transform
+
+        from beam_dsl.transforms.common.runner_compat import RunOptions
 
         spec = yaml.load(compilation.yaml_text, Loader=yaml_transform.SafeLineLoader)
         stack.enter_context(working_directory(compilation.pipeline_dir))
         runner_obj, extra_args = _make_runner(runner, dask_address, stack)
         pipeline_options = yaml_transform.SafeLineLoader.strip_metadata(spec.get("options", {}))
-        options = PipelineOptions([*beam_args, *extra_args], **pipeline_options)
+        options = RunOptions([*beam_args, *extra_args], **pipeline_options)
         if runner in IN_PROCESS:
             stack.enter_context(on_sys_path(inline_dependencies(spec["pipeline"])))
         _beam_yaml_context(options, stack)

@@ -142,10 +142,10 @@ def run_tests(
     if not compilation.ok:
         raise DiagnosticError(compilation.diagnostics)
 
-    from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.yaml import yaml_transform
 
     from beam_dsl.runner import inline_dependencies, on_sys_path, working_directory
+    from beam_dsl.transforms.common.runner_compat import RunOptions
 
     spec = yaml.load(compilation.yaml_text, Loader=yaml_transform.SafeLineLoader)
     holder = spec
@@ -164,7 +164,7 @@ def run_tests(
                 )
             ]
         )
-    options = PipelineOptions(
+    options = RunOptions(
         list(beam_args),
         runner="apache_beam.runners.portability.fn_api_runner.FnApiRunner",
         pickle_library="cloudpickle",

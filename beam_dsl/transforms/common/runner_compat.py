@@ -8,7 +8,8 @@ work and :func:`by_runner` picks one; :func:`select` and :class:`RowBatches`
 are the runner-agnostic building blocks of the portable way. Transforms whose
 work is frames in, rows of several outputs out (MODEL, ENSEMBLE) use
 :class:`FrameOutputs`, which holds both ways. The run's own
-settings for the transforms' work live here too (:class:`WorkerOptions`).
+settings live here too: the options object of a run (:class:`RunOptions`) and the
+transforms' own option (:class:`WorkerOptions`).
 """
 
 from collections.abc import Callable, Sequence
@@ -144,6 +145,27 @@ class FrameOutputs(beam.PTransform):
             | "Outputs" >> beam.ParDo(PairedFrames(self._work), *self._side)
         )
         return {tag: select(pairs, tag, f"Select {tag}") for tag in self._tags}
+
+
+class RunOptions(PipelineOptions):
+    """A run's pipeline options, whose views are made once per class.
+
+    Beam asks the options for a view at every transform it applies
+    (``view_as(TypeOptions)``: 200 times for the training benchmark's three
+    transforms) and each view builds and runs an argument parser for its
+    class, about 0.6 ms: 0.15 s of a run's start. Every view reads and writes
+    the options' one store of values (``_all_options``), so one view per class
+    behaves as a new view each time. Views stay out of the pickled state.
+    """
+
+    def view_as(self, cls):
+        views = self.__dict__.setdefault("_views", {})
+        if cls not in views:
+            views[cls] = super().view_as(cls)
+        return views[cls]
+
+    def __getstate__(self):
+        return {k: v for k, v in super().__getstate__().items() if k != "_views"}
 
 
 class WorkerOptions(PipelineOptions):

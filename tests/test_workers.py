@@ -245,3 +245,24 @@ def test_workers_die_with_a_killed_run(tmp_path):
         while _processes_with(marker) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _processes_with(marker) == []
+
+
+SERVER_EXIT = textwrap.dedent("""
+    import atexit
+    import sys
+
+    atexit.register(lambda: open(sys.argv[1], "w").close())  # the interpreter's own exit
+    import beam_dsl.transforms.common.server_exit  # noqa: E402,F401
+""")
+
+
+def test_the_fork_server_exits_without_the_interpreters_teardown(tmp_path):
+    """The fork server's first module ends it with os._exit when it would exit: the exit
+    handlers registered before it (and the teardown after them) never run, so the
+    run's stdout and stderr close the moment it is gone."""
+    flag = tmp_path / "teardown-ran"
+    done = subprocess.run([sys.executable, "-c", SERVER_EXIT, str(flag)],
+                          env={**os.environ, "PYTHONPATH": REPO}, capture_output=True)
+    assert done.returncode == 0 and not flag.exists()
+    assert subprocess.run([sys.executable, "-c", SERVER_EXIT.replace("import beam_dsl", "#"),
+                           str(flag)]).returncode == 0 and flag.exists()

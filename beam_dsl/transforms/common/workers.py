@@ -54,9 +54,9 @@ def start_server(preload: Sequence[str], hide_torch: bool | None = None) -> None
     with _SERVER:
         if _started:
             return
-        modules = list(preload)
+        modules = ["beam_dsl.transforms.common.server_exit", *preload]
         if torch_guard.hidden() if hide_torch is None else hide_torch:
-            modules.insert(0, "beam_dsl.transforms.common.no_torch")
+            modules.insert(1, "beam_dsl.transforms.common.no_torch")
         _CONTEXT.set_forkserver_preload(modules)
         forkserver.ensure_running()
         _started.append(True)

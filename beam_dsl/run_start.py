@@ -2,11 +2,12 @@
 
 Compiling a pipeline takes a tenth of a second; importing Beam takes most of
 a second. So ``run`` compiles first (:func:`compile_for_run`) and, where a
-TRAIN will fit keys in worker processes, starts their fork server
-(:mod:`beam_dsl.transforms.common.workers`) at once: the server imports
-pandas, scikit-learn, the estimator's module and the model format (1.5 s
-of a core) on another core while this process imports Beam and builds the
-pipeline, and TRAIN's fits go to workers from the first key. TRAIN learns
+TRAIN will fit keys in worker processes (or a MODEL predict in them: ``--workers
+N``), starts their fork server (:mod:`beam_dsl.transforms.common.workers`) at
+once: the server imports pandas, scikit-learn, the estimator's module and the
+model format (1.5 s of a core) on another core while this process imports
+Beam and builds the pipeline, and TRAIN's fits go to workers from the first
+key. TRAIN learns
 its estimator's task from scikit-learn's source
 (:func:`beam_dsl.transforms.training.fit.task_from_source`), so this
 process need not import scikit-learn at all.
@@ -25,7 +26,9 @@ from typing import Any
 from beam_dsl.diagnostics import DiagnosticError
 from beam_dsl.dsl.compiler import Compilation, compile_pipeline
 from beam_dsl.dsl.yamlfile import load_schema
+from beam_dsl.ir.model import ModelConfig
 from beam_dsl.ir.train import TrainConfig
+from beam_dsl.transforms import inference
 from beam_dsl.transforms.common import workers
 from beam_dsl.transforms.training import worker_modules
 from beam_dsl.transforms.training.modelstore import SKOPS_SUFFIXES
@@ -37,12 +40,12 @@ IN_PROCESS = ("FnApiRunner", "InProcess", "in-process")  # runner names of the i
 def compile_for_run(
     path: str, variables: dict[str, Any] | None, runner: str, beam_args: Sequence[str]
 ) -> Compilation:
-    """Compiles ``path`` (DiagnosticError on mistakes) and starts the fork server of TRAIN's
-    worker processes where the run will fit keys in them (:func:`start_train_workers`)."""
+    """Compiles ``path`` (DiagnosticError on mistakes) and starts the fork server of the
+    worker processes where the run will use them (:func:`start_workers`)."""
     compilation = compile_pipeline(path, variables)
     if not compilation.ok:
         raise DiagnosticError(compilation.diagnostics)
-    start_train_workers(compilation, runner, beam_args)
+    start_workers(compilation, runner, beam_args)
     return compilation
 
 
@@ -52,26 +55,42 @@ def worker_options(workers: int | None) -> list[str]:
     return [] if workers is None else [f"--beam_dsl_workers={workers}"]
 
 
-def start_train_workers(compilation: Compilation, runner: str, beam_args: Sequence[str]) -> None:
-    """Starts the fork server of TRAIN's workers (preloading what every TRAIN the pipeline
-    uses needs) where the run is in-process, in Beam's default mode, and has more than one
-    worker process (``--beam_dsl_workers``, else one per core). The server runs in the
-    pipeline's folder, as the run does. Beam checks the options themselves later."""
-    configs = [d.config for name, d in compilation.defs.items()
-               if name in compilation.types and isinstance(d.config, TrainConfig)]
+def start_workers(compilation: Compilation, runner: str, beam_args: Sequence[str]) -> None:
+    """Starts the fork server of the worker processes (preloading what they will need)
+    where the run is in-process, in Beam's default mode, has more than one worker
+    process (``--beam_dsl_workers``, else one per core) and gives them work from the
+    start (:func:`_in_workers`). The server runs in the pipeline's folder, as the run
+    does. Beam checks the options later."""
+    if runner not in IN_PROCESS:
+        return  # the work runs in other processes (Dask's, a cluster's)
+    configs = _in_workers(compilation, beam_args)
+    modules = dict.fromkeys(
+        m for c in configs
+        for m in (worker_modules(c) if isinstance(c, TrainConfig) else inference.worker_modules(c)))
+    if not modules:
+        return
+    hide_torch = not may_need_torch(compilation) and "torch" not in sys.modules  # as the run
+    with contextlib.chdir(compilation.pipeline_dir):
+        workers.start_server(list(modules), hide_torch)
+
+
+def _in_workers(compilation: Compilation, beam_args: Sequence[str]) -> list[Any]:
+    """The configs of the pipeline's transforms whose work worker processes do from the
+    start, where the run (in Beam's default in-process mode) has more than one: every
+    TRAIN, and the MODELs that predict in workers where ``--beam_dsl_workers`` sets
+    their number (left to itself, MODEL turns to workers once predicting in line has
+    taken long)."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--beam_dsl_workers", default="")
     parser.add_argument("--direct_running_mode", default="in_memory")
     options, _ = parser.parse_known_args(list(beam_args))
-    if not configs or runner not in IN_PROCESS or options.direct_running_mode != "in_memory":
-        return  # nothing to fit, or TRAIN runs in other processes (Beam's, Dask's)
     count = options.beam_dsl_workers
-    if (int(count) if count.isdigit() else workers.cores()) < 2:
-        return
-    modules = dict.fromkeys(m for config in configs for m in worker_modules(config))
-    hide_torch = not may_need_torch(compilation) and "torch" not in sys.modules  # as the run
-    with contextlib.chdir(compilation.pipeline_dir):
-        workers.start_server(list(modules), hide_torch)
+    if options.direct_running_mode != "in_memory" or (
+            int(count) if count.isdigit() else workers.cores()) < 2:
+        return []
+    configs = [d.config for name, d in compilation.defs.items() if name in compilation.types]
+    return [c for c in configs if isinstance(c, TrainConfig) or (
+        count and isinstance(c, ModelConfig) and inference.predicts_in_workers(c))]
 
 
 def _leaves(value: Any, key: str | None = None) -> Iterator[tuple[str | None, Any]]:
@@ -107,16 +126,17 @@ def may_need_torch(compilation: Compilation) -> bool:
     )
 
 
-def uses_skops(compilation: Compilation) -> bool:
-    """Whether this process will load or save a ``.skops`` file: a MODEL's path, a TRAIN's
-    SAVE TO (not where TRAIN's workers run: they save the models). skops, when imported,
-    lists the types it trusts by finding each scipy function in the first loaded module
-    that holds it: imported before Beam's 1,600 modules, that search costs about 0.2 s
-    less."""
-    saved_by_workers = workers.server_started()
+def uses_skops(compilation: Compilation, beam_args: Sequence[str] = ()) -> bool:
+    """Whether this process will load or save a ``.skops`` file: the path of a MODEL the
+    pipeline uses (an ENSEMBLE's config holds its models'), a TRAIN's SAVE TO (not
+    where worker processes do the work: they save and load the models).
+    skops, when imported, lists the types it trusts by finding each scipy function in
+    the first loaded module that holds it: imported before Beam's 1,600 modules, that
+    search costs about 0.2 s less."""
+    in_workers = _in_workers(compilation, beam_args) if workers.server_started() else []
     return any(
         isinstance(v, str) and v.endswith(SKOPS_SUFFIXES)
-        for d in compilation.defs.values()
-        if not (saved_by_workers and isinstance(d.config, TrainConfig))
+        for name, d in compilation.defs.items()
+        if name in compilation.types and not any(d.config is c for c in in_workers)
         for _, v in _leaves(d.config.to_json())
     )

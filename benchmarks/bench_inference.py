@@ -38,6 +38,13 @@ cores on the in-process runner), and a hand-written script with the batched
 DoFn (ReadFromCsv -> BatchElements -> DoFn -> WriteToJson) loading the
 joblib file, or the skops file as beam_dsl does. The variants run
 interleaved; each must write every row with the same predictions.
+
+``--cli --model forest`` does the same with a model whose predictions cost
+(a random forest of 300 trees, about 28 us a row here; default 200,000 rows),
+to measure MODEL's worker processes: ``beam_dsl run`` left to itself (in
+line, then in one worker per core once predicting has taken 3 s), with
+``--workers 2`` (workers from the first slice) and ``--workers 1`` (one
+core), against the batched DoFn script.
 """
 
 from __future__ import annotations
@@ -86,6 +93,8 @@ measure, so the ratios use it.
 
 SPEC = """
 MODEL first  SKLEARN '{work}/first.skops'  INPUT {features} OUTPUT a;
+MODEL forest SKLEARN '{work}/forest.skops' TRUST 'sklearn.tree._tree.Tree'
+  INPUT {features} OUTPUT a;
 MODEL second SKLEARN '{work}/second.skops' INPUT {features}, a OUTPUT b;
 
 ENSEMBLE one_step
@@ -103,9 +112,10 @@ ENSEMBLE chain
 
 
 def prepare(rows: int) -> dict[str, Any]:
-    """Writes the CSV, the two models (skops for beam_dsl, joblib for Beam's handler)
-    and the spec; returns the lowered configs by name."""
+    """Writes the CSV, the models (skops for beam_dsl, joblib for Beam's handler) and the
+    spec; returns the lowered configs by name."""
     import joblib
+    from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -125,7 +135,9 @@ def prepare(rows: int) -> dict[str, Any]:
     x2 = np.column_stack([x, first.predict(x)])
     y2 = (x2 @ rng.normal(size=x2.shape[1]) + rng.normal(size=rows) > 0).astype(int)
     second = make_pipeline(StandardScaler(), LogisticRegression()).fit(x2, y2)
-    for name, model in (("first", first), ("second", second)):
+    forest = RandomForestClassifier(n_estimators=300, max_depth=12, random_state=0)
+    forest.fit(x[:20_000], y1[:20_000])
+    for name, model in (("first", first), ("second", second), ("forest", forest)):
         save_model(model, os.path.join(WORK, f"{name}.skops"))
         joblib.dump(model, os.path.join(WORK, f"{name}.joblib"))
 
@@ -269,16 +281,24 @@ CLI_PIPELINE = """specs: [bench.bdsl]
 pipeline:
   type: composite
   transforms:
-    - {type: ReadFromCsv, name: data, config: {path: data.csv}}
-    - {type: first, input: data}
-    - {type: WriteToJson, input: first, config: {path: out/beam_dsl/scored}}
+    - {{type: ReadFromCsv, name: data, config: {{path: data.csv}}}}
+    - {{type: {model}, input: data}}
+    - {{type: WriteToJson, input: {model}, config: {{path: out/beam_dsl/scored}}}}
 """
 
 CLI_VARIANTS = {
     "beam_dsl": "beam_dsl: `python -m beam_dsl run pipeline.yaml`",
     "beam_dsl_beam_processes": "beam_dsl, Beam's multi-process mode (2 SDK worker processes)",
+    "beam_dsl_two_workers": "beam_dsl, `run --workers 2`",
+    "beam_dsl_one_worker": "beam_dsl, `run --workers 1`",
     "by_hand": "batched DoFn script, joblib model",
     "by_hand_skops": "batched DoFn script, skops model (as beam_dsl loads it)",
+}
+# The variants of each model's --cli table.
+CLI_TABLES = {
+    "first": ["beam_dsl", "beam_dsl_two_workers", "beam_dsl_beam_processes", "by_hand",
+              "by_hand_skops"],
+    "forest": ["beam_dsl", "beam_dsl_two_workers", "beam_dsl_one_worker", "by_hand"],
 }
 
 
@@ -329,19 +349,22 @@ def _scored(variant: str) -> tuple[int, int]:
     return rows, total
 
 
-def cli(rows: int, repeats: int) -> str:
-    """Job (a) as whole processes: the table."""
+def cli(rows: int, repeats: int, model: str = "first") -> str:
+    """Job (a) as whole processes, with ``model``: the table."""
     prepare(rows)
     with open(os.path.join(WORK, "pipeline.yaml"), "w") as f:
-        f.write(CLI_PIPELINE)
+        f.write(CLI_PIPELINE.format(model=model))
+    run = ("-m", "beam_dsl", "run", "-q", "pipeline.yaml")
     commands = {
-        "beam_dsl": measure.python("-m", "beam_dsl", "run", "-q", "pipeline.yaml"),
+        "beam_dsl": measure.python(*run),
         "beam_dsl_beam_processes": measure.python(
-            "-m", "beam_dsl", "run", "-q", "pipeline.yaml", "--direct_num_workers=2",
-            "--direct_running_mode=multi_processing"),
-        "by_hand": measure.python(__file__, "--by-hand", "first.joblib"),
-        "by_hand_skops": measure.python(__file__, "--by-hand", "first.skops"),
+            *run, "--direct_num_workers=2", "--direct_running_mode=multi_processing"),
+        "beam_dsl_two_workers": measure.python(*run, "--workers", "2"),
+        "beam_dsl_one_worker": measure.python(*run, "--workers", "1"),
+        "by_hand": measure.python(__file__, "--by-hand", f"{model}.joblib"),
+        "by_hand_skops": measure.python(__file__, "--by-hand", f"{model}.skops"),
     }
+    commands = {v: commands[v] for v in CLI_TABLES[model]}
     load_before = measure.loads()
     runs: dict[str, list] = {v: [] for v in commands}
     checks = set()
@@ -360,8 +383,9 @@ def cli(rows: int, repeats: int) -> str:
         raise SystemExit(f"the variants disagree: {checks}")
     wall = {v: statistics.median(r.wall for r in runs[v]) for v in commands}
     cpu = {v: statistics.median(r.cpu for r in runs[v]) for v in commands}
+    what = "one model (job (a))" if model == "first" else "a random forest of 300 trees"
     lines = [
-        f"{rows:,} rows, one model (job (a)); median of {repeats} runs, interleaved; "
+        f"{rows:,} rows, {what}; median of {repeats} runs, interleaved; "
         f"{datetime.datetime.now():%Y-%m-%d %H:%M}; {measure.machine()}; load average "
         f"(1/5/15 min) {load_before} before, {measure.loads()} after",
         "",
@@ -384,6 +408,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, help="default: 100,000; 120,000 with --cli")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cli", action="store_true", help="whole processes (see above)")
+    parser.add_argument("--model", choices=sorted(CLI_TABLES), default="first",
+                        help="the model of --cli (see above)")
     parser.add_argument("--save", action="store_true", help=f"write {RESULTS}")
     parser.add_argument("--by-hand", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -391,10 +417,11 @@ def main(argv: list[str] | None = None) -> None:
         by_hand(os.path.join(WORK, args.by_hand), os.path.join(WORK, "out", "by_hand", "scored"))
         return
     if args.cli:
-        table = cli(args.rows or 120_000, args.repeats)
+        forest = args.model == "forest"
+        table = cli(args.rows or (200_000 if forest else 120_000), args.repeats, args.model)
         print(table)
         if args.save:
-            save(CLI_SECTION, table, argv)
+            save(FOREST_SECTION if forest else CLI_SECTION, table, argv)
         return
     args.rows = args.rows or 100_000
     # The models are fitted on arrays (as Beam's numpy handler feeds them); beam_dsl
@@ -463,10 +490,11 @@ def main(argv: list[str] | None = None) -> None:
 
 IN_PROCESS_SECTION = "Transforms in one process"
 CLI_SECTION = "Whole processes: `beam_dsl run` against a hand-written script (--cli)"
+FOREST_SECTION = "Whole processes, a model whose predictions cost (--cli --model forest)"
 
 
 def save(title: str, text: str, argv: list[str] | None) -> None:
-    """Writes ``text`` under ``## <title>`` in RESULTS, keeping the other section."""
+    """Writes ``text`` under ``## <title>`` in RESULTS, keeping the other sections."""
     sections: dict[str, str] = {}
     if os.path.exists(RESULTS):
         with open(RESULTS) as f:
@@ -475,8 +503,8 @@ def save(title: str, text: str, argv: list[str] | None) -> None:
                 sections[name.strip()] = body.strip()
     command = " ".join(["python benchmarks/bench_inference.py", *(argv or sys.argv[1:])])
     sections[title] = f"```\n{command}\n```\n\n{text.strip()}"
-    body = "\n\n".join(f"## {t}\n\n{sections[t]}" for t in (IN_PROCESS_SECTION, CLI_SECTION)
-                        if t in sections)
+    order = (IN_PROCESS_SECTION, CLI_SECTION, FOREST_SECTION)
+    body = "\n\n".join(f"## {t}\n\n{sections[t]}" for t in order if t in sections)
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "w") as f:
         f.write(f"# Inference benchmark (benchmarks/bench_inference.py)\n\n{body}\n")

@@ -1,8 +1,10 @@
-"""Worker processes for the CPU-bound jobs of beam_dsl's transforms (TRAIN's fits).
+"""Worker processes for the CPU-bound jobs of beam_dsl's transforms (TRAIN's fits,
+MODEL's predictions).
 
 Beam's in-process runner runs a pipeline on one core. A transform whose work
-splits into independent, CPU-heavy jobs (one model per key) hands them to a
-:class:`WorkerPool`: processes forked by this process's fork server
+splits into independent, CPU-heavy jobs (one model per key, one slice of rows
+per prediction) hands them to :class:`Jobs`, which runs them in line or in a
+:class:`WorkerPool` by one rule: processes forked by this process's fork server
 (:mod:`multiprocessing`'s ``forkserver``), which imported what the jobs need
 once. So a worker starts in milliseconds, shares those modules' memory, and
 inherits nothing of the run's process: no threads, no locks, no open files
@@ -20,10 +22,12 @@ Nothing here imports Beam: the fork server and the workers import this module.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import pickle
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import forkserver
@@ -31,6 +35,13 @@ from typing import Any
 
 from beam_dsl.transforms.common import torch_guard
 
+# Left to itself (no --workers), a transform runs its jobs in line and hands them to worker
+# processes once running them in line has taken this long: less work does not repay
+# starting them (their fork server imports pandas and scikit-learn: ~1.5 s of a core). The
+# server starts half-way there, so that it imports while jobs still run in line.
+POOL_AFTER_S = 3.0
+
+_LOG = logging.getLogger(__name__)
 _CONTEXT = multiprocessing.get_context("forkserver")
 _SERVER = threading.Lock()  # held while the fork server is being started
 _started: list[bool] = []  # [True] once this process started its fork server
@@ -65,6 +76,19 @@ def start_server(preload: Sequence[str], hide_torch: bool | None = None) -> None
 def server_started() -> bool:
     """Whether this process started its fork server (workers start in milliseconds)."""
     return bool(_started)
+
+
+E_WORKER_DIED = "E436"
+
+
+def died(config: Any, doing: str, why: BaseException) -> Exception:
+    """E436 for the transform of ``config`` (an IR config): a worker process ``doing`` a
+    job died."""
+    return config.error(
+        E_WORKER_DIED, f"a worker process {doing} died ({why})",
+        hint="workers die most often for lack of memory: run with fewer --workers "
+        "(1 runs the work in the run's own process)",
+    )
 
 
 class NotShippable(Exception):
@@ -143,3 +167,90 @@ class WorkerPool:
         """Cancels the jobs not started, waits for the running ones and stops the workers."""
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._lifeline.close()
+
+
+class Jobs:
+    """A transform's jobs, each run in this process or in a :class:`WorkerPool`, by one rule.
+
+    ``processes`` 1 runs every job in line; N > 1 runs them in N workers from
+    the first; None (the run leaves it to beam_dsl) runs them in one worker per
+    core once jobs in line have taken :data:`POOL_AFTER_S` (the fork server
+    starts half-way), or, where ``eager``, from the first job if the fork
+    server runs already (``beam_dsl run`` started it for TRAIN). Where jobs ran
+    in line before, ``warm_up`` (a function and its arguments, such as loading
+    a model) runs once per worker as the pool starts, and jobs go on in line
+    until it is done. A
+    job that cannot go to a worker (:class:`NotShippable`) runs in line, and
+    so do the jobs after it, with a warning that starts with ``what``.
+    """
+
+    def __init__(self, processes: int | None, preload: Sequence[str], what: str,
+                 eager: bool = False, warm_up: tuple[Callable[..., Any], tuple] | None = None):
+        self._processes, self._preload, self._what = processes, list(preload), what
+        self._eager, self._warm_up = eager, warm_up
+        self._warming: list[Future] = []  # the pool's warm-ups, while any is at work
+        self._pool: WorkerPool | None = None
+        self._in_line = (processes or cores()) == 1
+        self._in_line_s = 0.0  # spent running jobs in line
+
+    @property
+    def workers(self) -> int:
+        """The worker processes at work (1 while jobs run in line)."""
+        return self._pool.workers if self._pool is not None else 1
+
+    @property
+    def in_workers_from_start(self) -> bool:
+        """Whether every job goes to a worker (a set number of processes, more than one)."""
+        return self._processes is not None and not self._in_line
+
+    def submit(self, fn: Callable[..., Any], *args: Any,
+               here: Callable[..., Any] | None = None) -> tuple[Future, bool]:
+        """``fn(*args)`` started in a worker (its future, and True) or run here (a future
+        that is done, and False; ``here(*args)`` instead where given: the same work with
+        what this process holds, such as a loaded model). A job run here raises as it
+        does."""
+        pool = self._worker_pool()
+        if pool is not None:
+            try:
+                return pool.submit(fn, *args), True
+            except NotShippable as e:
+                self.run_in_line(e)
+        start = time.monotonic()
+        done: Future = Future()
+        try:
+            done.set_result((here or fn)(*args))
+        finally:
+            self._in_line_s += time.monotonic() - start
+        return done, False
+
+    def run_in_line(self, why: Exception) -> None:
+        """Runs the jobs still to come in this process (one could not go to a worker)."""
+        _LOG.warning("%s in this process: %s", self._what, why)
+        self._in_line = True
+
+    def close(self) -> None:
+        """Stops the workers, if any started (after the jobs at work)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _worker_pool(self) -> WorkerPool | None:
+        """The pool for the next job (started when first due), or None: run it here."""
+        if self._pool is None and not self._in_line and self._pool_due():
+            self._pool = WorkerPool(self._processes or cores(), self._preload)
+            if self._warm_up is not None and self._processes is None:
+                fn, args = self._warm_up
+                self._warming = [self._pool.submit(fn, *args) for _ in range(self._pool.workers)]
+        if self._warming and not all(w.done() for w in self._warming):
+            return None  # a job now would wait for the warm-up: run it here meanwhile
+        self._warming = []
+        return None if self._in_line else self._pool
+
+    def _pool_due(self) -> bool:
+        if self._processes is not None:
+            return True
+        if self._eager and not self._in_line_s and server_started():
+            return True
+        if self._in_line_s >= POOL_AFTER_S / 2:
+            start_server(self._preload)
+        return self._in_line_s >= POOL_AFTER_S

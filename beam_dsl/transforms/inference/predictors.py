@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
+import json
 import logging
 import os
 import time
@@ -25,7 +27,6 @@ import pandas as pd
 
 from beam_dsl.diagnostics import DiagnosticError
 from beam_dsl.ir.model import E_MODEL_CONFIG, ModelConfig
-from beam_dsl.transforms.common.rows import to_python
 from beam_dsl.transforms.inference.answers import prediction_frame, stack_frames
 from beam_dsl.transforms.inference.base import Predictor
 from beam_dsl.transforms.inference.frameworks import REGISTRY
@@ -48,6 +49,35 @@ def build_predictor(config: ModelConfig, allow_pickle: bool = False) -> Predicto
     if entry is None:
         raise config.error(E_MODEL_CONFIG, f"unknown framework '{config.framework}'")
     return entry.impl(config, allow_pickle)
+
+
+def model_tag(config: ModelConfig) -> str:
+    """A name for the model ``config`` loads, the same in every process."""
+    return f"beam_dsl.{config.name}." + hashlib.sha256(
+        json.dumps(config.to_json(), sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- in worker processes
+
+_LOADED: dict[str, Predictor] = {}  # a worker process's model, by model_tag
+
+
+def load_in_worker(config: ModelConfig) -> Predictor:
+    """``config``'s model in a worker process: loaded once, through the same loading code
+    and trust as in the run's process (one model per worker: a newer file replaces
+    it)."""
+    tag = model_tag(config)
+    predictor = _LOADED.get(tag)
+    if predictor is None:
+        _LOADED.clear()
+        predictor = _LOADED[tag] = build_predictor(config, config.allow_pickle)
+    return predictor
+
+
+def predict_slice(config: ModelConfig, rows: pd.DataFrame) -> pd.DataFrame:
+    """``config``'s answers for ``rows`` (``Predictor.predict`` without scores), in a worker
+    process."""
+    return load_in_worker(config).predict(rows, scores=False)
 
 
 # ---------------------------------------------------------------- one model per key
@@ -136,6 +166,8 @@ class KeyedPredictor(Predictor):
             return prediction_frame(frame.index, self.outputs, None, None, error=why)
         if len(frame) == 0:
             return prediction_frame(frame.index, self.outputs, None, None)
+        from beam_dsl.transforms.common.rows import to_python  # Beam: not in MODEL's workers
+
         parts = []
         groups = frame.groupby(self.per, sort=False, dropna=False).indices
         for raw, positions in groups.items():

@@ -10,27 +10,39 @@ schema. The model loads once per worker process (``SHARED``: once per
 machine, through Beam's ``MultiProcessShared``); side-input model updates
 (``REFRESH EVERY``, or a ``model_updates`` input) swap it, as in Beam's
 RunInference.
+
+A model that predicts on one core (scikit-learn's) has its slices predicted
+in worker processes where that pays
+(:class:`~beam_dsl.transforms.common.workers.Jobs`: ``--workers N`` from the
+first slice; left to itself, once predicting in line has taken
+:data:`~beam_dsl.transforms.common.workers.POOL_AFTER_S`): every slice of a
+frame goes out at once, each worker loads the model once
+(:func:`~beam_dsl.transforms.inference.predictors.predict_slice`), and this
+process checks the rows and builds the output rows, in the input's order.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import logging
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import apache_beam as beam
 import pandas as pd
+from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelMetadata
 from apache_beam.ml.inference.utils import WatchFilePattern
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms.util import WaitOn
 from apache_beam.utils import multi_process_shared, shared
 
+from beam_dsl.diagnostics import DiagnosticError
 from beam_dsl.ir.model import ModelConfig
+from beam_dsl.transforms.common import workers
 from beam_dsl.transforms.common.rows import (
     ERROR_ROW_TYPE,
     error_rows,
@@ -42,10 +54,16 @@ from beam_dsl.transforms.common.rows import (
     schema_fields,
     slices,
 )
-from beam_dsl.transforms.common.runner_compat import FrameOutputs, runs_batches
+from beam_dsl.transforms.common.runner_compat import FrameOutputs, runs_batches, worker_processes
 from beam_dsl.transforms.common.spec import SpecTransform
+from beam_dsl.transforms.inference import predicts_in_workers, worker_modules
 from beam_dsl.transforms.inference.base import E_INPUT_MISSING, Predictor, configured_path
-from beam_dsl.transforms.inference.predictors import build_predictor
+from beam_dsl.transforms.inference.predictors import (
+    build_predictor,
+    load_in_worker,
+    model_tag,
+    predict_slice,
+)
 
 _LOG = logging.getLogger(__name__)
 
@@ -64,12 +82,16 @@ class _Model:
         config: the MODEL's config.
         fields: the input rows' fields (name -> type), in schema order.
         out_fields: the main output's fields, in schema order.
+        processes: ``--workers`` (None: left to beam_dsl), for a model that predicts
+            in worker processes (:func:`beam_dsl.transforms.inference.predicts_in_workers`).
     """
 
     def __init__(
-        self, config: ModelConfig, fields: Mapping[str, Any], out_fields: list[tuple[str, Any]]
+        self, config: ModelConfig, fields: Mapping[str, Any], out_fields: list[tuple[str, Any]],
+        processes: int | None = None,
     ):
         self.config = config
+        self.processes = processes
         self.fields = dict(fields)
         self.max_rows = config.batch.max
         self.out_fields = out_fields
@@ -80,15 +102,35 @@ class _Model:
     def setup(self) -> None:
         self.make = row_maker(self.out_fields)
         self.path = self.config.path
-        self.predictor = self._acquire(self.config)
+        processes = self.processes if predicts_in_workers(self.config) else 1
+        self.jobs = workers.Jobs(processes, worker_modules(self.config),
+                                 f"MODEL {self.config.name} predicts",
+                                 warm_up=(load_in_worker, (self.config,)))
+        self.in_workers = Metrics.counter("beam_dsl", f"{self.config.name}.predicted_in_workers")
+        self._predictor: Predictor | None = None
+        self._load()
+
+    @property
+    def predictor(self) -> Predictor:
+        """The model, loaded here (the first time a slice is predicted here, where every
+        slice was to go to workers)."""
+        if self._predictor is None:
+            self._predictor = self._acquire(dataclasses.replace(self.config, path=self.path))
+        return self._predictor
+
+    def _load(self) -> None:
+        """Loads the model here now (load errors end the run at once), unless every slice
+        goes to workers, which load it themselves."""
+        self._predictor = None
+        if not self.jobs.in_workers_from_start:
+            _ = self.predictor
 
     def teardown(self) -> None:
-        pass
+        self.jobs.close()
 
     def _acquire(self, config: ModelConfig) -> Predictor:
         """The loaded model of ``config``, shared by the process (SHARED: by the machine)."""
-        tag = f"beam_dsl.{config.name}." + hashlib.sha256(
-            json.dumps(config.to_json(), sort_keys=True).encode()).hexdigest()
+        tag = model_tag(config)
         load = functools.partial(_load, config)
         if config.shared:
             return multi_process_shared.MultiProcessShared(load, tag, always_proxy=True).acquire()
@@ -98,29 +140,63 @@ class _Model:
         """Swaps in the model a side-input update names (a newer file), once."""
         if isinstance(update, ModelMetadata) and update.model_id and update.model_id != self.path:
             self.path = update.model_id
-            self.predictor = self._acquire(dataclasses.replace(self.config, path=self.path))
+            self._load()
 
     def outputs(self, frame: pd.DataFrame, update: Any = None) -> Iterator[tuple[str, Any]]:
         """Each row's output; ``update``: the model update of the frame's window (a side
         input), if any."""
         self.use(update)
+        started = []  # every slice goes out before the first is collected
         for chunk in slices(frame, self.max_rows):
             fitting, unfit = fitting_rows(chunk, self.fields)
-            answered, rejected = self._predict(fitting)
+            started.append((chunk, unfit, fitting, self._start(fitting)))
+        for chunk, unfit, fitting, job in started:
+            answered, rejected = self._answers(fitting, job)
             for row in frame_rows(answered, [*self.kept, *self.added], self.make):
                 yield "main", row
             errors = pd.concat([unfit, rejected]) if len(unfit) else rejected
             for row in error_rows(chunk.loc[errors.index], errors, self.config.name):
                 yield "errors", row
 
-    def _predict(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
-        """The rows the model answered (input fields and answers), and why it did not
-        answer the others. A prediction that raises fails its whole slice."""
+    def _start(self, rows: pd.DataFrame) -> tuple[Future, bool] | None:
+        """The prediction of ``rows``, started in a worker (counted) or made here, and
+        whether a worker makes it (None for no rows). A prediction made here that
+        raises raises from the future, as a worker's does."""
         if not len(rows):
-            return rows, pd.Series(dtype=object)
+            return None
+        config = dataclasses.replace(self.config, path=self.path)  # after a model update
         try:
-            result = self.predictor.predict(rows, scores=False)
+            job, in_worker = self.jobs.submit(predict_slice, config, rows,
+                                              here=self._predict_here)
+        except Exception as exc:  # noqa: BLE001 - fails the slice (_answers)
+            job, in_worker = Future(), False
+            job.set_exception(exc)
+        if in_worker:
+            self.in_workers.inc(len(rows))
+        return job, in_worker
+
+    def _predict_here(self, _config: ModelConfig, rows: pd.DataFrame) -> pd.DataFrame:
+        return self.predictor.predict(rows, scores=False)
+
+    def _answers(self, rows: pd.DataFrame,
+                 job: tuple[Future, bool] | None) -> tuple[pd.DataFrame, pd.Series]:
+        """The rows the model answered (input fields and answers), and why it did not
+        answer the others. A prediction that raises fails its whole slice; a worker
+        that cannot load the model (a diagnostic, as loading it here gives) or that
+        died (E436) ends the run."""
+        if job is None:
+            return rows, pd.Series(dtype=object)
+        future, in_worker = job
+        try:
+            result = future.result()
+        except workers.NotShippable as why:  # a worker could not load the job
+            self.jobs.run_in_line(why)
+            return self._answers(rows, self._start(rows))
+        except BrokenProcessPool as why:
+            raise workers.died(self.config, "predicting", why) from None
         except Exception as exc:  # noqa: BLE001 - the slice's rows become error rows
+            if in_worker and isinstance(exc, DiagnosticError):
+                raise
             return rows.iloc[:0], pd.Series(f"inference failed: {exc}", index=rows.index)
         failed = result["error"].notna().to_numpy()
         answers = result[self.added]
@@ -171,7 +247,9 @@ class RunModel(SpecTransform):
             + [("model_id", str)]
             + ([("model_key", optional(str))] if config.per else [])
         )
-        model = _Model(config, fields, out_fields)
+        # Where the runner has worker processes of its own (Dask's), predictions stay there.
+        processes = worker_processes(pcoll.pipeline) if runs_batches(pcoll.pipeline) else 1
+        model = _Model(config, fields, out_fields, processes)
         updates = updates if updates is not None else self._watch(pcoll.pipeline)
         side = ()
         if updates is not None and runs_batches(pcoll.pipeline):  # Dask: batch pipelines only

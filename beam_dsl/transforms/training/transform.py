@@ -20,7 +20,8 @@ fast as a hand-written pandas script (benchmarks/bench_training.py):
    first key where their fork server runs already (``beam_dsl run`` starts
    it before importing Beam: :mod:`beam_dsl.run_start`), else only where they
    pay: from the first key after reading :data:`SERVER_AFTER_ROWS` rows, else
-   after :data:`POOL_AFTER_S` of fitting in line); this process writes the
+   after :data:`~beam_dsl.transforms.common.workers.POOL_AFTER_S` of fitting in line);
+   this process writes the
    promoted models into the run's staging folder
    (:func:`~beam_dsl.transforms.training.fit.save_key`).
 4. **Manifest**: once every key is done, one manifest beside the models
@@ -69,7 +70,6 @@ Semantics (see docs of :class:`TrainModels` for the outputs):
   to ``skipped`` with the error as the reason.
 """
 
-import logging
 import math
 import time
 import uuid
@@ -86,7 +86,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import BoundedWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beam_dsl.diagnostics import DiagnosticError, did_you_mean
+from beam_dsl.diagnostics import did_you_mean
 from beam_dsl.ir.train import ROW_COUNTS, TrainConfig
 from beam_dsl.transforms.common import expr, workers
 from beam_dsl.transforms.common.rows import (
@@ -115,22 +115,15 @@ from beam_dsl.transforms.training.fit import (
 )
 
 COUNTER_NAMESPACE = "beam_dsl"
-E_WORKER = "E436"
 # Fit jobs queued per worker process before Fit waits for the oldest (bounds memory).
 QUEUED_PER_WORKER = 2
-# Left to itself (no --workers), Fit fits keys in line and hands them to worker processes
-# once fitting in line has taken this long: less work does not repay starting them (their
-# fork server imports pandas and scikit-learn: ~1.5 s of a core). It starts the server
-# half-way there, so that the server imports while keys are still being fitted.
-POOL_AFTER_S = 3.0
-# ... unless the server runs already: Prepare starts it once it has read this many rows
-# (so that it imports while the rest is read), and Fit then uses workers from its first key.
+# Left to itself (no --workers), Fit fits keys in line until that has taken
+# workers.POOL_AFTER_S, unless the fork server runs already: Prepare starts it once it has
+# read this many rows (so that it imports while the rest is read), and Fit then uses
+# workers from its first key.
 SERVER_AFTER_ROWS = 500_000
 # Prepare's chunks: rows typed and split by key at once (in a worker where workers run).
 CHUNK_ROWS = 200_000
-
-_LOG = logging.getLogger(__name__)
-
 
 _PYTHON_TYPES = ((bool, np.bool_), (int, np.integer), (float, np.floating), (str, str))
 
@@ -334,16 +327,7 @@ def _prepared(plan: Plan, job: Future) -> Prepared:
     try:
         return job.result()
     except BrokenProcessPool as e:
-        raise _worker_died(plan, "preparing rows", e) from None
-
-
-def _worker_died(plan: Plan, doing: str, why: BrokenProcessPool) -> DiagnosticError:
-    """E436: a worker process died while ``doing`` its job."""
-    return plan.config.error(
-        E_WORKER, f"a worker process {doing} died ({why})",
-        hint="workers die most often for lack of memory: run with fewer --workers "
-        "(1 fits in the run's own process)",
-    )
+        raise workers.died(plan.config, "preparing rows", e) from None
 
 
 def _row_key(plan: Plan) -> Any:
@@ -377,10 +361,10 @@ class _PrepareGroups(beam.DoFn):
 
 class _Fit(beam.DoFn):
     """Fits each key's model, in this process or in worker processes
-    (:class:`~beam_dsl.transforms.common.workers.WorkerPool`): ``processes`` 1 fits in
-    line, N > 1 in N workers, None in one worker per core where it pays
-    (:meth:`_pool_due`). Results leave in the order keys came in, in their
-    key's window; this process writes the models
+    (:class:`~beam_dsl.transforms.common.workers.Jobs`, eager: from the first key
+    where their fork server runs): ``processes`` 1 fits in line, N > 1 in N
+    workers, None in one worker per core where it pays. Results leave in the
+    order keys came in, in their key's window; this process writes the models
     (:func:`~beam_dsl.transforms.training.fit.save_key`), workers only fit them."""
 
     def __init__(self, plan: Plan, processes: int | None):
@@ -394,9 +378,8 @@ class _Fit(beam.DoFn):
         # now, so that importing scikit-learn does not count as fitting in line.
         here = self._plan.estimator_imported or not workers.server_started()
         self._estimator = self._plan.make_estimator() if here else None
-        self._pool: workers.WorkerPool | None = None
-        self._in_line = (self._processes or workers.cores()) == 1
-        self._in_line_s = 0.0  # spent fitting in line
+        self._jobs = workers.Jobs(self._processes, worker_modules(self._plan.config),
+                                  f"TRAIN {self._plan.config.name} fits its keys", eager=True)
 
     def start_bundle(self) -> None:
         # (the fit's arguments, its job, whether a worker fits it, its key's window)
@@ -406,8 +389,8 @@ class _Fit(beam.DoFn):
         key, packed = element
         parts = [part for bundle_parts in packed for part in bundle_parts]
         args = (self._plan, self._estimator, key, parts, _union(classes))
-        self._pending.append((args, *self._start(args), window))
-        limit = QUEUED_PER_WORKER * (self._pool.workers if self._pool else 1)
+        self._pending.append((args, *self._jobs.submit(fit_key, *args), window))
+        limit = QUEUED_PER_WORKER * self._jobs.workers
         while self._pending and (self._pending[0][1].done() or len(self._pending) > limit):
             yield self._collect()
 
@@ -416,46 +399,7 @@ class _Fit(beam.DoFn):
             yield self._collect()
 
     def teardown(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-
-    def _start(self, args: tuple) -> tuple[Future, bool]:
-        """A key's fit, sent to a worker or done here (a future that is done already), and
-        whether a worker fits it."""
-        pool = self._worker_pool()
-        if pool is not None:
-            try:
-                return pool.submit(fit_key, *args), True
-            except workers.NotShippable as e:
-                self._fit_in_line(e)
-        start = time.monotonic()
-        done: Future = Future()
-        done.set_result(fit_key(*args))
-        self._in_line_s += time.monotonic() - start
-        return done, False
-
-    def _worker_pool(self) -> workers.WorkerPool | None:
-        """The pool for the next key (started when first due), or None: fit it in line."""
-        if self._pool is None and not self._in_line and self._pool_due():
-            processes = self._processes or workers.cores()
-            self._pool = workers.WorkerPool(processes, worker_modules(self._plan.config))
-        return None if self._in_line else self._pool
-
-    def _pool_due(self) -> bool:
-        """Whether keys go to workers from now on: always for a set number of processes;
-        left to itself, from the first key where the fork server runs already (``beam_dsl
-        run`` started it, or Prepare found the data large), else once fitting in line has
-        taken :data:`POOL_AFTER_S` (the server starts half-way)."""
-        if self._processes is not None or (not self._in_line_s and workers.server_started()):
-            return True
-        if self._in_line_s >= POOL_AFTER_S / 2:
-            workers.start_server(worker_modules(self._plan.config))
-        return self._in_line_s >= POOL_AFTER_S
-
-    def _fit_in_line(self, why: Exception) -> None:
-        """Fits the keys still to come in this process (the job cannot go to a worker)."""
-        _LOG.warning("TRAIN %s fits its keys in this process: %s", self._plan.config.name, why)
-        self._in_line = True
+        self._jobs.close()
 
     def _collect(self) -> WindowedValue:
         """The oldest pending key's result, saved, in the window its key came in."""
@@ -466,9 +410,9 @@ class _Fit(beam.DoFn):
             if in_worker:
                 self._counters.fitted_in_workers.inc()
         except workers.NotShippable as e:
-            self._fit_in_line(e)
+            self._jobs.run_in_line(e)
         except BrokenProcessPool as e:
-            raise _worker_died(self._plan, f"fitting key {list(args[2])}", e) from None
+            raise workers.died(self._plan.config, f"fitting key {list(args[2])}", e) from None
         if result is None:  # fitted here, outside the handler: a failure of its own is not
             result = fit_key(*args)  # chained to the worker's (failures.py reads the chain)
         return windowed(self._count(save_key(self._plan, result)), window)

@@ -11,7 +11,10 @@ ModelConfig and ``allow_pickle``) with its metadata:
   ``CALL``, ``TRUST``, ``CLASSES``); lint and ``ModelConfig.validate`` refuse
   them elsewhere;
 * ``meta["suffixes"]``: the model file suffixes it reads (empty: any path,
-  such as a directory).
+  such as a directory);
+* ``meta["one_core"]``: its models predict on one core, so MODEL spreads
+  their slices of rows over worker processes (the others use every core in
+  their own thread pools: torch, ONNX Runtime).
 
 No module here imports Beam, pandas, scikit-learn, torch, onnxruntime or
 transformers at import time: ``lint`` reads this registry. Adding a

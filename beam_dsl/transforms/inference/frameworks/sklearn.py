@@ -34,6 +34,7 @@ from beam_dsl.transforms.training import modelstore
     meta={
         "clauses": ("TRUST", "CLASSES"),
         "suffixes": modelstore.SKOPS_SUFFIXES + modelstore.PICKLE_SUFFIXES,
+        "one_core": True,
     },
 )
 class SklearnModel(SingleModel):

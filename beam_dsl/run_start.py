@@ -2,15 +2,16 @@
 
 Compiling a pipeline takes a tenth of a second; importing Beam takes most of
 a second. So ``run`` compiles first (:func:`compile_for_run`) and, where a
-TRAIN will fit keys in worker processes (or a MODEL predict in them: ``--workers
-N``), starts their fork server (:mod:`beam_dsl.transforms.common.workers`) at
-once: the server imports pandas, scikit-learn, the estimator's module and the
-model format (1.5 s of a core) on another core while this process imports
-Beam and builds the pipeline, and TRAIN's fits go to workers from the first
-key. TRAIN learns
-its estimator's task from scikit-learn's source
-(:func:`beam_dsl.transforms.training.fit.task_from_source`), so this
-process need not import scikit-learn at all.
+TRAIN will fit keys in worker processes or a MODEL predict in them, starts
+their fork server (:mod:`beam_dsl.transforms.common.workers`) at once: the
+server imports pandas, scikit-learn, the estimator's module and the model
+format (1.5 s of a core) on another core while this process imports Beam
+and builds the pipeline, and TRAIN's fits and MODEL's predictions go to
+workers from the first. TRAIN learns its estimator's task from
+scikit-learn's source
+(:func:`beam_dsl.transforms.training.fit.task_from_source`) and MODEL leaves
+loading the model to the workers, so this process need not import
+scikit-learn at all.
 
 Nothing here imports Beam, pandas or scikit-learn.
 """
@@ -77,9 +78,7 @@ def start_workers(compilation: Compilation, runner: str, beam_args: Sequence[str
 def _in_workers(compilation: Compilation, beam_args: Sequence[str]) -> list[Any]:
     """The configs of the pipeline's transforms whose work worker processes do from the
     start, where the run (in Beam's default in-process mode) has more than one: every
-    TRAIN, and the MODELs that predict in workers where ``--beam_dsl_workers`` sets
-    their number (left to itself, MODEL turns to workers once predicting in line has
-    taken long)."""
+    TRAIN, and every MODEL that predicts in workers."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--beam_dsl_workers", default="")
     parser.add_argument("--direct_running_mode", default="in_memory")
@@ -90,7 +89,7 @@ def _in_workers(compilation: Compilation, beam_args: Sequence[str]) -> list[Any]
         return []
     configs = [d.config for name, d in compilation.defs.items() if name in compilation.types]
     return [c for c in configs if isinstance(c, TrainConfig) or (
-        count and isinstance(c, ModelConfig) and inference.predicts_in_workers(c))]
+        isinstance(c, ModelConfig) and inference.predicts_in_workers(c))]
 
 
 def _leaves(value: Any, key: str | None = None) -> Iterator[tuple[str | None, Any]]:

@@ -113,16 +113,6 @@ def test_model_gives_the_same_rows_in_the_same_order_with_one_and_two_workers(tm
     assert summary.counters["scored.predicted_in_workers"] == 697
 
 
-def test_a_model_left_to_itself_predicts_in_line_until_that_takes_long(tmp_path, monkeypatch):
-    root = _workdir(tmp_path / "w")
-    rows_one, errors_one = _run(root, "--workers", "1")
-    # Workers start after the first slice; slices go to them once they loaded the model.
-    monkeypatch.setattr(workers, "POOL_AFTER_S", 1e-9)
-    summary = run_pipeline(os.path.join(root, "pipeline.yaml"), progress=None)
-    assert (_lines(root, "main"), _lines(root, "errors")) == (rows_one, errors_one)
-    assert summary.counters.get("scored.predicted_in_workers", 0) <= 697 - 50
-
-
 DYING = '''
 import multiprocessing
 import os
@@ -164,12 +154,13 @@ RUN = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("flags, heavy", [(["--workers", "2"], "[]"),
+@pytest.mark.parametrize("flags, heavy", [([], "[]"), (["--workers", "2"], "[]"),
                                           (["--workers", "1"], "['sklearn', 'skops'")])
 def test_a_run_predicting_in_workers_imports_no_scikit_learn(tmp_path, flags, heavy):
-    """With --workers 2 the workers load the model: the run's process imports neither
-    scikit-learn nor skops (a MODEL the pipeline does not use does not count), and they
-    load on another core while it imports Beam."""
+    """Left to itself (one worker per core) or with --workers 2, the workers load the
+    model: the run's process imports neither scikit-learn nor skops (a MODEL the
+    pipeline does not use does not count), and they load on another core while it
+    imports Beam."""
     root = _workdir(tmp_path / "w")
     with open(os.path.join(root, "spec.bdsl"), "a") as f:
         f.write("\nMODEL unused SKLEARN 'forest.skops' INPUT x1 OUTPUT y;\n")
@@ -215,6 +206,18 @@ def test_jobs_run_in_line_or_in_workers_by_the_rule(processes, monkeypatch):
         assert not any(here)
     else:  # in line first, in workers once that has taken POOL_AFTER_S
         assert here[0] and not any(here[1:])
+
+
+def test_eager_jobs_go_to_workers_from_the_first_where_the_server_runs(monkeypatch):
+    monkeypatch.setattr(workers, "POOL_AFTER_S", 1e9)
+    monkeypatch.setattr(workers, "server_started", lambda: True)  # beam_dsl run started it
+    jobs = workers.Jobs(None, [], "test jobs", eager=True, warm_up=(time.sleep, (9,)))
+    assert jobs.in_workers_from_start
+    try:
+        started = [jobs.submit(_pid_and, i) for i in range(3)]
+        assert [pid != os.getpid() for pid, _ in (f.result() for f, _ in started)] == [True] * 3
+    finally:
+        jobs.close()
 
 
 def test_jobs_run_in_line_while_the_workers_warm_up(monkeypatch):

@@ -179,9 +179,9 @@ class Jobs:
     server runs already (``beam_dsl run`` started it for TRAIN). Where jobs ran
     in line before, ``warm_up`` (a function and its arguments, such as loading
     a model) runs once per worker as the pool starts, and jobs go on in line
-    until it is done. A
-    job that cannot go to a worker (:class:`NotShippable`) runs in line, and
-    so do the jobs after it, with a warning that starts with ``what``.
+    until it is done. A job that cannot go to a worker (:class:`NotShippable`)
+    runs in line, and so do the jobs after it, with a warning that starts with
+    ``what``.
     """
 
     def __init__(self, processes: int | None, preload: Sequence[str], what: str,
@@ -200,8 +200,10 @@ class Jobs:
 
     @property
     def in_workers_from_start(self) -> bool:
-        """Whether every job goes to a worker (a set number of processes, more than one)."""
-        return self._processes is not None and not self._in_line
+        """Whether every job goes to a worker: a set number of processes (more than one),
+        or, where ``eager``, the fork server runs already."""
+        return not self._in_line and (
+            self._processes is not None or (self._eager and server_started()))
 
     def submit(self, fn: Callable[..., Any], *args: Any,
                here: Callable[..., Any] | None = None) -> tuple[Future, bool]:
@@ -238,9 +240,13 @@ class Jobs:
         """The pool for the next job (started when first due), or None: run it here."""
         if self._pool is None and not self._in_line and self._pool_due():
             self._pool = WorkerPool(self._processes or cores(), self._preload)
-            if self._warm_up is not None and self._processes is None:
+            if self._warm_up is not None and self._in_line_s:
                 fn, args = self._warm_up
-                self._warming = [self._pool.submit(fn, *args) for _ in range(self._pool.workers)]
+                try:
+                    self._warming = [self._pool.submit(fn, *args)
+                                     for _ in range(self._pool.workers)]
+                except NotShippable:
+                    pass  # so is the next job, which then runs in line
         if self._warming and not all(w.done() for w in self._warming):
             return None  # a job now would wait for the warm-up: run it here meanwhile
         self._warming = []

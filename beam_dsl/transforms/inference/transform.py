@@ -12,10 +12,11 @@ machine, through Beam's ``MultiProcessShared``); side-input model updates
 RunInference.
 
 A model that predicts on one core (scikit-learn's) has its slices predicted
-in worker processes where that pays
-(:class:`~beam_dsl.transforms.common.workers.Jobs`: ``--workers N`` from the
-first slice; left to itself, once predicting in line has taken
-:data:`~beam_dsl.transforms.common.workers.POOL_AFTER_S`): every slice of a
+in worker processes (:class:`~beam_dsl.transforms.common.workers.Jobs`,
+eager: from the first slice where their fork server runs, as ``beam_dsl
+run`` starts it, or ``--workers N`` sets their number; else once predicting
+in line has taken :data:`~beam_dsl.transforms.common.workers.POOL_AFTER_S`),
+and the run's process does not load the model then: every slice of a
 frame goes out at once, each worker loads the model once
 (:func:`~beam_dsl.transforms.inference.predictors.predict_slice`), and this
 process checks the rows and builds the output rows, in the input's order.
@@ -104,7 +105,7 @@ class _Model:
         self.path = self.config.path
         processes = self.processes if predicts_in_workers(self.config) else 1
         self.jobs = workers.Jobs(processes, worker_modules(self.config),
-                                 f"MODEL {self.config.name} predicts",
+                                 f"MODEL {self.config.name} predicts", eager=True,
                                  warm_up=(load_in_worker, (self.config,)))
         self.in_workers = Metrics.counter("beam_dsl", f"{self.config.name}.predicted_in_workers")
         self._predictor: Predictor | None = None

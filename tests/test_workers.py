@@ -149,6 +149,17 @@ def test_train_and_model_give_the_same_results_with_one_and_two_workers(tmp_path
     assert served[0] == served[1] and len(served[0]) == len(_rows())
 
 
+def test_the_last_chunk_split_over_the_workers_gives_the_same_models(tmp_path, monkeypatch):
+    from beam_dsl.transforms.training import transform
+
+    _, metrics_1, predictions_1, _ = _train(_workdir(tmp_path / "one"), workers=1)
+    monkeypatch.setattr(transform, "MIN_PIECE_ROWS", 100)  # 2,400 rows: two pieces
+    summary, metrics_2, predictions_2, _ = _train(_workdir(tmp_path / "two"), workers=2)
+    assert summary.counters["by_region.rows_in"] == len(_rows())
+    assert _comparable(metrics_1) == _comparable(metrics_2)
+    assert predictions_1 == predictions_2
+
+
 def test_workers_must_be_a_positive_count(tmp_path, capsys):
     root = _workdir(tmp_path)
     assert main(["run", "--workers", "0", os.path.join(root, "train.yaml")]) == 2

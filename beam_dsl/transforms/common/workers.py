@@ -153,6 +153,11 @@ class WorkerPool:
         self._executor = ProcessPoolExecutor(
             workers, mp_context=_CONTEXT, initializer=_init_worker, initargs=(lifeline, threads)
         )
+        # The executor starts a process per job submitted while none is idle: a trivial
+        # job per worker starts them all now (1-2 ms each), so the first real jobs spread
+        # over all of them instead of queueing at the first one up.
+        for _ in range(workers):
+            self._executor.submit(int)
         self.workers = workers
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:

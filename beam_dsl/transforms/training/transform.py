@@ -122,8 +122,10 @@ QUEUED_PER_WORKER = 2
 # read this many rows (so that it imports while the rest is read), and Fit then uses
 # workers from its first key.
 SERVER_AFTER_ROWS = 500_000
-# Prepare's chunks: rows typed and split by key at once (in a worker where workers run).
+# Prepare's chunks: rows typed and split by key at once (in a worker where workers run);
+# the last is split over the workers in pieces of at least MIN_PIECE_ROWS.
 CHUNK_ROWS = 200_000
+MIN_PIECE_ROWS = 20_000
 
 _PYTHON_TYPES = ((bool, np.bool_), (int, np.integer), (float, np.floating), (str, str))
 
@@ -249,9 +251,11 @@ class _PrepareFrames(FrameDoFn):
     (:func:`~beam_dsl.transforms.training.fit.prepare_chunk`: WHERE, typing, one
     split by key) in a worker process where their fork server ran when this
     started (``beam_dsl run`` starts it early), while this process reads the
-    next chunk; else here. Where Fit will (``processes`` > 1) or may (None,
-    after :data:`SERVER_AFTER_ROWS` rows) use worker processes, the fork server
-    starts here, so that it imports what fits need while rows are still read."""
+    next chunk; else here. A full chunk goes when the next frame comes, so that
+    the last one, which the fits wait for, is split over the workers. Where Fit
+    will (``processes`` > 1) or may (None, after :data:`SERVER_AFTER_ROWS` rows)
+    use worker processes, the fork server starts here, so that it imports what
+    fits need while rows are still read."""
 
     def __init__(self, plan: Plan, processes: int | None):
         super().__init__(plan.columns)
@@ -271,36 +275,40 @@ class _PrepareFrames(FrameDoFn):
         self._frames: dict[BoundedWindow, list[pd.DataFrame]] = defaultdict(list)
         self._chunks: deque[tuple[BoundedWindow, Future]] = deque()  # in order
         self._pool: workers.WorkerPool | None = None
+        if self._in_workers:  # its workers start while the first rows are read
+            processes = self._processes or workers.cores()
+            self._pool = workers.WorkerPool(processes, worker_modules(self._plan.config))
 
     def process_frame(self, frame: pd.DataFrame, window: BoundedWindow) -> Iterator[Any]:
         self._rows += len(frame)
         due = self._rows - len(frame) < SERVER_AFTER_ROWS <= self._rows
         if self._processes is None and due and workers.cores() > 1:
             workers.start_server(worker_modules(self._plan.config))
-        frames = self._frames[window]
-        frames.append(frame)
-        if sum(map(len, frames)) >= CHUNK_ROWS:
+        if sum(map(len, self._frames[window])) >= CHUNK_ROWS:
             self._send(window)
+        self._frames[window].append(frame)
         yield from ()
 
-    def _send(self, window: BoundedWindow) -> None:
-        """Starts preparing the frames gathered in ``window`` (in a worker, or here)."""
+    def _send(self, window: BoundedWindow, last: bool = False) -> None:
+        """Starts preparing the frames gathered in ``window`` (in a worker, or here); the
+        ``last`` chunk in as many pieces as there are workers, each in one."""
         frames = self._frames.pop(window)
         chunk = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         del frames
-        if self._in_workers and self._pool is None:
-            processes = self._processes or workers.cores()
-            self._pool = workers.WorkerPool(processes, worker_modules(self._plan.config))
-        if self._pool is not None:
-            self._chunks.append((window, self._pool.submit(prepare_chunk, self._plan, chunk)))
+        if self._pool is None:
+            done: Future = Future()
+            done.set_result(prepare_chunk(self._plan, chunk))
+            self._chunks.append((window, done))
             return
-        done: Future = Future()
-        done.set_result(prepare_chunk(self._plan, chunk))
-        self._chunks.append((window, done))
+        pieces = self._pool.workers if last and len(chunk) >= 2 * MIN_PIECE_ROWS else 1
+        size = -(-len(chunk) // pieces)
+        for start in range(0, len(chunk), size):
+            piece = chunk.iloc[start:start + size] if pieces > 1 else chunk
+            self._chunks.append((window, self._pool.submit(prepare_chunk, self._plan, piece)))
 
     def finish_frames(self) -> Iterator[tuple[Any, BoundedWindow]]:
         for window in list(self._frames):
-            self._send(window)
+            self._send(window, last=True)
         parts: dict[BoundedWindow, dict[tuple, list[bytes]]] = defaultdict(
             lambda: defaultdict(list))
         labels: dict[BoundedWindow, set] = defaultdict(set)

@@ -32,19 +32,17 @@ benchmarks/results/inference.md.
 ``--cli`` measures job (a) as a user runs it instead (default 120,000 rows):
 each variant is a fresh process, timed from start to exit with every
 process it starts (benchmarks/measure.py): ``python -m beam_dsl run`` on a
-pipeline.yaml (ReadFromCsv -> MODEL -> WriteToJson), the same in Beam's
-multi-process mode (two SDK worker processes: the way to spread a MODEL over
-cores on the in-process runner), and a hand-written script with the batched
+pipeline.yaml (ReadFromCsv -> MODEL -> WriteToJson; predictions in one
+worker process per core), the same with ``--workers 1`` (predictions in the
+run's process) and in Beam's multi-process mode (two SDK worker processes),
+and a hand-written script with the batched
 DoFn (ReadFromCsv -> BatchElements -> DoFn -> WriteToJson) loading the
 joblib file, or the skops file as beam_dsl does. The variants run
 interleaved; each must write every row with the same predictions.
 
 ``--cli --model forest`` does the same with a model whose predictions cost
-(a random forest of 300 trees, about 28 us a row here; default 200,000 rows),
-to measure MODEL's worker processes: ``beam_dsl run`` left to itself (in
-line, then in one worker per core once predicting has taken 3 s), with
-``--workers 2`` (workers from the first slice) and ``--workers 1`` (one
-core), against the batched DoFn script.
+(a random forest of 300 trees, about 60 us a row here; default 200,000
+rows): ``beam_dsl run`` and ``--workers 1`` against the batched DoFn script.
 """
 
 from __future__ import annotations
@@ -289,7 +287,6 @@ pipeline:
 CLI_VARIANTS = {
     "beam_dsl": "beam_dsl: `python -m beam_dsl run pipeline.yaml`",
     "beam_dsl_beam_processes": "beam_dsl, Beam's multi-process mode (2 SDK worker processes)",
-    "beam_dsl_two_workers": "beam_dsl, `run --workers 2`",
     "beam_dsl_one_worker": "beam_dsl, `run --workers 1`",
     "by_hand": "batched DoFn script, joblib model",
     "by_hand_skops": "batched DoFn script, skops model (as beam_dsl loads it)",
@@ -323,9 +320,9 @@ about 1.3 of its 6.4 s. Memory: every worker holds a copy of the model.
 }
 # The variants of each model's --cli table.
 CLI_TABLES = {
-    "first": ["beam_dsl", "beam_dsl_two_workers", "beam_dsl_beam_processes", "by_hand",
+    "first": ["beam_dsl", "beam_dsl_one_worker", "beam_dsl_beam_processes", "by_hand",
               "by_hand_skops"],
-    "forest": ["beam_dsl", "beam_dsl_two_workers", "beam_dsl_one_worker", "by_hand"],
+    "forest": ["beam_dsl", "beam_dsl_one_worker", "by_hand"],
 }
 
 
@@ -386,7 +383,6 @@ def cli(rows: int, repeats: int, model: str = "first") -> str:
         "beam_dsl": measure.python(*run),
         "beam_dsl_beam_processes": measure.python(
             *run, "--direct_num_workers=2", "--direct_running_mode=multi_processing"),
-        "beam_dsl_two_workers": measure.python(*run, "--workers", "2"),
         "beam_dsl_one_worker": measure.python(*run, "--workers", "1"),
         "by_hand": measure.python(__file__, "--by-hand", f"{model}.joblib"),
         "by_hand_skops": measure.python(__file__, "--by-hand", f"{model}.skops"),

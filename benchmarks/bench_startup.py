@@ -31,6 +31,7 @@ import pandas as pd
 
 WORK = os.path.join(measure.HERE, ".work", "startup")
 RESULTS = os.path.join(measure.HERE, "results", "startup.md")
+NOTES = "## Notes"  # by hand, below the table: --save keeps them
 ROWS = 300
 
 SPEC = """
@@ -134,10 +135,15 @@ def main(argv: list[str] | None = None) -> None:
     table = "\n".join(lines)
     print(table)
     if args.save:
+        notes = ""  # kept when --save rewrites the table
+        if os.path.exists(RESULTS):
+            with open(RESULTS) as f:
+                text = f.read()
+            notes = text[text.index(NOTES):] if NOTES in text else ""
         with open(RESULTS, "w") as f:
             f.write("# Start-up benchmark (benchmarks/bench_startup.py)\n\n"
                     f"`python benchmarks/bench_startup.py --repeats {args.repeats} --save`\n\n"
-                    f"{table}\n")
+                    f"{table}\n" + (f"\n{notes}" if notes else ""))
 
 
 if __name__ == "__main__":

@@ -394,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=None,
         metavar="N",
-        help="processes for TRAIN's fits (default: one per core, for TRAINs with enough rows)",
+        help="processes for TRAIN's fits and MODEL's predictions (default: one per core; "
+        "1: all in the run's own process)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     run.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log lines")

@@ -49,8 +49,9 @@ def raised_by_beam_dsl(exc: BaseException) -> bool:
 
 def _files(exc: BaseException) -> list[str]:
     """The files of ``exc``'s traceback, innermost last. An exception raised in a worker
-    process (TRAIN's fits) reaches the run with the worker's traceback as text only:
-    concurrent.futures chains it as a ``_RemoteTraceback`` whose ``tb`` holds it."""
+    process (TRAIN's fits, MODEL's predictions) reaches the run with the worker's
+    traceback as text only: concurrent.futures chains it as a ``_RemoteTraceback``
+    whose ``tb`` holds it."""
     if exc.__traceback__ is None and isinstance(getattr(exc, "tb", None), str):
         return _REMOTE_FILE.findall(exc.tb)
     return [frame.filename for frame in traceback.extract_tb(exc.__traceback__)]

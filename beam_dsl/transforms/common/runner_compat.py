@@ -177,7 +177,8 @@ class WorkerOptions(PipelineOptions):
             "--beam_dsl_workers",
             type=int,
             default=None,
-            help="processes for the CPU-heavy steps of beam_dsl's transforms (TRAIN's fits) "
+            help="processes for the CPU-heavy steps of beam_dsl's transforms (TRAIN's fits, "
+            "MODEL's predictions) "
             "on each machine: 1 runs them in line; default: every core, once a step's data "
             "repays starting them",
         )

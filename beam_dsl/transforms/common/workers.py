@@ -139,8 +139,8 @@ class WorkerPool:
     """``workers`` processes that run jobs, forked by :func:`start_server`'s server (which
     this starts with ``preload`` if no server runs yet).
 
-    Processes start with the first jobs (the first waits while the server
-    imports ``preload``). :meth:`submit` raises :class:`NotShippable` for a
+    Its processes start at once (the first job waits while the server imports
+    ``preload``). :meth:`submit` raises :class:`NotShippable` for a
     job that cannot be pickled; the job's future raises it when a worker
     cannot load the job, and ``BrokenProcessPool`` when a worker died (killed,
     out of memory).

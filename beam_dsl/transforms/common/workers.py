@@ -205,10 +205,9 @@ class Jobs:
 
     @property
     def in_workers_from_start(self) -> bool:
-        """Whether every job goes to a worker: a set number of processes (more than one),
-        or, where ``eager``, the fork server runs already."""
-        return not self._in_line and (
-            self._processes is not None or (self._eager and server_started()))
+        """Whether the jobs go to workers from the first (:meth:`_from_start`), none having
+        run in line."""
+        return not self._in_line and self._from_start()
 
     def submit(self, fn: Callable[..., Any], *args: Any,
                here: Callable[..., Any] | None = None) -> tuple[Future, bool]:
@@ -257,10 +256,14 @@ class Jobs:
         self._warming = []
         return None if self._in_line else self._pool
 
+    def _from_start(self) -> bool:
+        """A set number of processes (more than one), or, where ``eager``, a fork server
+        that runs already when the first job comes."""
+        return self._processes is not None or (
+            self._eager and not self._in_line_s and server_started())
+
     def _pool_due(self) -> bool:
-        if self._processes is not None:
-            return True
-        if self._eager and not self._in_line_s and server_started():
+        if self._from_start():
             return True
         if self._in_line_s >= POOL_AFTER_S / 2:
             start_server(self._preload)

@@ -102,7 +102,7 @@ class _Model:
 
     def setup(self) -> None:
         self.make = row_maker(self.out_fields)
-        self.path = self.config.path
+        self.current = self.config  # with the path of the latest model update
         processes = self.processes if predicts_in_workers(self.config) else 1
         self.jobs = workers.Jobs(processes, worker_modules(self.config),
                                  f"MODEL {self.config.name} predicts", eager=True,
@@ -116,7 +116,7 @@ class _Model:
         """The model, loaded here (the first time a slice is predicted here, where every
         slice was to go to workers)."""
         if self._predictor is None:
-            self._predictor = self._acquire(dataclasses.replace(self.config, path=self.path))
+            self._predictor = self._acquire(self.current)
         return self._predictor
 
     def _load(self) -> None:
@@ -139,8 +139,9 @@ class _Model:
 
     def use(self, update: Any) -> None:
         """Swaps in the model a side-input update names (a newer file), once."""
-        if isinstance(update, ModelMetadata) and update.model_id and update.model_id != self.path:
-            self.path = update.model_id
+        if (isinstance(update, ModelMetadata) and update.model_id
+                and update.model_id != self.current.path):
+            self.current = dataclasses.replace(self.config, path=update.model_id)
             self._load()
 
     def outputs(self, frame: pd.DataFrame, update: Any = None) -> Iterator[tuple[str, Any]]:
@@ -165,9 +166,8 @@ class _Model:
         raises raises from the future, as a worker's does."""
         if not len(rows):
             return None
-        config = dataclasses.replace(self.config, path=self.path)  # after a model update
         try:
-            job, in_worker = self.jobs.submit(predict_slice, config, rows,
+            job, in_worker = self.jobs.submit(predict_slice, self.current, rows,
                                               here=self._predict_here)
         except Exception as exc:  # noqa: BLE001 - fails the slice (_answers)
             job, in_worker = Future(), False

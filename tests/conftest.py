@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -35,3 +38,25 @@ def check_golden(path: str, actual: str, update: bool) -> None:
     with open(path, encoding="utf-8") as f:
         expected = f.read()
     assert actual == expected, f"{path} differs; run pytest --update-goldens if the change is right"
+
+
+_HEAVY_RUN = textwrap.dedent("""
+    import sys
+
+    from beam_dsl.cli import main
+
+    if __name__ == "__main__":
+        code = main(["run", "-q", *sys.argv[1:]])
+        heavy = ("sklearn", "skops", "scipy", "joblib")
+        print("EXIT", code, "HEAVY", [m for m in heavy if m in sys.modules])
+""")
+
+
+def run_listing_heavy_imports(cwd, *args: str) -> subprocess.CompletedProcess:
+    """``beam_dsl run -q *args`` in a fresh interpreter in ``cwd``, from a script with the
+    ``__main__`` guard worker processes need; its stdout ends with ``EXIT <code> HEAVY
+    [...]``: which of scikit-learn, skops, scipy and joblib the run's process imported."""
+    with open(os.path.join(cwd, "run.py"), "w") as f:
+        f.write(_HEAVY_RUN)
+    return subprocess.run([sys.executable, "run.py", *args], cwd=cwd, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": REPO})

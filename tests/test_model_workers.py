@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 import time
 
@@ -19,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import skops.io
-from conftest import REPO
+from conftest import run_listing_heavy_imports
 from sklearn.ensemble import RandomForestClassifier
 
 from beam_dsl.cli import main
@@ -142,18 +140,6 @@ def test_a_worker_that_dies_ends_the_run_with_e436(tmp_path, monkeypatch, capsys
     assert "error[E436]" in err and "a worker process predicting died" in err
 
 
-RUN = textwrap.dedent("""
-    import sys
-
-    from beam_dsl.cli import main
-
-    if __name__ == "__main__":
-        code = main(["run", "-q", *sys.argv[1:]])
-        heavy = ("sklearn", "skops", "scipy", "joblib")
-        print("EXIT", code, "HEAVY", [m for m in heavy if m in sys.modules])
-""")
-
-
 @pytest.mark.parametrize("flags, heavy", [([], "[]"), (["--workers", "2"], "[]"),
                                           (["--workers", "1"], "['sklearn', 'skops'")])
 def test_a_run_predicting_in_workers_imports_no_scikit_learn(tmp_path, flags, heavy):
@@ -164,10 +150,7 @@ def test_a_run_predicting_in_workers_imports_no_scikit_learn(tmp_path, flags, he
     root = _workdir(tmp_path / "w")
     with open(os.path.join(root, "spec.bdsl"), "a") as f:
         f.write("\nMODEL unused SKLEARN 'forest.skops' INPUT x1 OUTPUT y;\n")
-    with open(os.path.join(root, "run.py"), "w") as f:
-        f.write(RUN)
-    done = subprocess.run([sys.executable, "run.py", *flags, "pipeline.yaml"], cwd=root,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO})
+    done = run_listing_heavy_imports(root, *flags, "pipeline.yaml")
     assert f"EXIT 0 HEAVY {heavy}" in done.stdout, done.stderr[-3000:]
     assert len(_lines(root, "main")) == 697
 

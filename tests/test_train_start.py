@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import os
-import subprocess
-import sys
 import textwrap
 import warnings
 
 import pytest
-from conftest import REPO
+from conftest import run_listing_heavy_imports
 from sklearn.utils import all_estimators
 from test_training import config_of
 
@@ -61,18 +58,6 @@ def test_the_task_comes_from_the_source_where_it_is_certain():
     assert [task_from_source(c) for c in unsure] == [None, None, None]
 
 
-RUN = textwrap.dedent("""
-    import sys
-
-    from beam_dsl.cli import main
-
-    if __name__ == "__main__":
-        code = main(["run", "-q", "--workers", "2", sys.argv[1]])
-        heavy = ("sklearn", "skops", "scipy", "joblib")
-        print("EXIT", code, "HEAVY", [m for m in heavy if m in sys.modules])
-""")
-
-
 def test_a_run_fitting_in_workers_imports_no_scikit_learn(tmp_path):
     """The run's process learns the task from the source and writes the bytes workers
     send back: scikit-learn and skops load only in the worker processes."""
@@ -92,8 +77,6 @@ def test_a_run_fitting_in_workers_imports_no_scikit_learn(tmp_path):
             - {type: t, input: rows}
             - {type: WriteToJson, input: t, config: {path: out/metrics}}
     """))
-    (tmp_path / "run.py").write_text(RUN)
-    done = subprocess.run([sys.executable, "run.py", "pipeline.yaml"], cwd=tmp_path,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO})
+    done = run_listing_heavy_imports(tmp_path, "--workers", "2", "pipeline.yaml")
     assert "EXIT 0 HEAVY []" in done.stdout, done.stderr[-3000:]
     assert len(list((tmp_path / "models").glob("*.skops"))) == 2

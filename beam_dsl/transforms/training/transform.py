@@ -100,6 +100,7 @@ from beam_dsl.transforms.common.rows import (
     row_type,
     rows_to_frame,
     schema_fields,
+    slices,
     windowed,
 )
 from beam_dsl.transforms.common.runner_compat import by_runner, select, worker_processes
@@ -301,9 +302,7 @@ class _PrepareFrames(FrameDoFn):
             self._chunks.append((window, done))
             return
         pieces = self._pool.workers if last and len(chunk) >= 2 * MIN_PIECE_ROWS else 1
-        size = -(-len(chunk) // pieces)
-        for start in range(0, len(chunk), size):
-            piece = chunk.iloc[start:start + size] if pieces > 1 else chunk
+        for piece in slices(chunk, -(-len(chunk) // pieces)) if pieces > 1 else [chunk]:
             self._chunks.append((window, self._pool.submit(prepare_chunk, self._plan, piece)))
 
     def finish_frames(self) -> Iterator[tuple[Any, BoundedWindow]]:

@@ -277,3 +277,29 @@ def test_the_fork_server_exits_without_the_interpreters_teardown(tmp_path):
     assert done.returncode == 0 and not flag.exists()
     assert subprocess.run([sys.executable, "-c", SERVER_EXIT.replace("import beam_dsl", "#"),
                            str(flag)]).returncode == 0 and flag.exists()
+
+
+OPEN_POOL_EXIT = textwrap.dedent("""
+    import atexit
+    import os
+
+    from beam_dsl.transforms.common import workers
+
+    if __name__ == "__main__":
+        pool = workers.WorkerPool(2, [])
+        assert pool.submit(int, "7").result() == 7
+        atexit._run_exitfuncs()  # python -m beam_dsl's quick exit
+        os._exit(0)
+""")
+
+
+def test_a_pool_left_open_by_a_failed_run_does_not_hold_the_exit(tmp_path):
+    """A run that fails midway leaves its pools open (Beam calls no finish_bundle after a
+    failure); at exit their workers stop, where multiprocessing's exit handler waited for
+    them forever (``python -m beam_dsl`` ends without the interpreter's teardown, which
+    would have stopped them)."""
+    script = tmp_path / "script.py"
+    script.write_text(OPEN_POOL_EXIT)
+    done = subprocess.run([sys.executable, str(script)], env={**os.environ, "PYTHONPATH": REPO},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -22,12 +22,14 @@ Nothing here imports Beam: the fork server and the workers import this module.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import os
 import pickle
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import forkserver
@@ -159,6 +161,7 @@ class WorkerPool:
         for _ in range(workers):
             self._executor.submit(int)
         self.workers = workers
+        _OPEN.add(self)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         """Runs ``fn(*args)`` in a worker; ``fn`` must be importable by name."""
@@ -170,8 +173,33 @@ class WorkerPool:
 
     def close(self) -> None:
         """Cancels the jobs not started, waits for the running ones and stops the workers."""
+        _OPEN.discard(self)
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._lifeline.close()
+
+    def abandon(self) -> None:
+        """Stops the workers at once, running jobs and all."""
+        _OPEN.discard(self)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._lifeline.close()  # each worker exits when it sees the pipe close
+
+
+# Pools not closed yet: a run that failed left them so (Beam calls no finish_bundle or
+# teardown after a failure).
+_OPEN: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+
+
+def _abandon_open_pools() -> None:
+    """At exit, stops the workers of pools still open: nothing wants their jobs any more,
+    and multiprocessing's exit handler, which runs after this one (registered earlier),
+    would wait for them forever (they wait for work; the executor's own exit hook, run
+    by the interpreter's teardown, does not run where ``python -m beam_dsl`` ends with
+    ``os._exit``)."""
+    for pool in list(_OPEN):
+        pool.abandon()
+
+
+atexit.register(_abandon_open_pools)
 
 
 class Jobs:

@@ -27,6 +27,19 @@ _OWN_CODE = tuple(_PACKAGE + part + os.sep for part in ("transforms", "dsl", "ir
 _LABEL = re.compile(r"\[while running '([^'/]+)|at \"([^\"]+)\"")
 
 
+class DataFailure(Exception):
+    """A failure of the pipeline's data that beam_dsl's code met doing a stock transform's
+    work: a TRAIN reading the file of the ReadFromCsv it was fused with
+    (:func:`beam_dsl.run_start.fuse_csv_reads`), where pandas cannot parse a line. Told as
+    the stock transform's failure would be (E460 in ``transform``), not as a bug. Its
+    arguments are the message (``Type: text`` of the original error) and the transform's
+    name, so that Beam can rebuild it with its step added to the message."""
+
+    @classmethod
+    def of(cls, error: BaseException, transform: str) -> DataFailure:
+        return cls(f"{type(error).__name__}: {error}", transform)
+
+
 def _chain(exc: BaseException) -> list[BaseException]:
     seen, out = set(), []
     while exc is not None and id(exc) not in seen:
@@ -63,15 +76,20 @@ _REMOTE_FILE = re.compile(r'^\s*File "([^"]+)", line \d+', re.MULTILINE)
 def run_failure(exc: BaseException, pipeline: str) -> DiagnosticError | None:
     """The coded error (E460) for a run that failed through the pipeline or its data, or
     None where beam_dsl itself failed (a bug: the caller shows the trace)."""
-    if isinstance(exc, DiagnosticError) or raised_by_beam_dsl(exc):
-        return None
     chain = _chain(exc)
-    root = chain[-1]
-    label = next((m.group(1) or m.group(2) for e in chain for m in [_LABEL.search(str(e))]
-                  if m), None)
-    first_line = (str(root).strip().splitlines() or [""])[0][:300]
-    message = f"the pipeline failed{f' in {label}' if label else ''}: " \
-        f"{type(root).__name__}: {first_line}"
+    data = [e for e in chain if isinstance(e, DataFailure)]
+    if isinstance(exc, DiagnosticError) or not data and raised_by_beam_dsl(exc):
+        return None
+    if data:  # the first one raised, before Beam added its step to the message
+        what, label = data[-1].args[0], data[-1].args[1]
+    else:
+        root = chain[-1]
+        what = f"{type(root).__name__}: {str(root).strip()}"
+        label = next((m.group(1) or m.group(2) for e in chain
+                      for m in [_LABEL.search(str(e))] if m), None)
+    name, _, text = what.partition(": ")
+    first_line = (text.splitlines() or [""])[0][:300]
+    message = f"the pipeline failed{f' in {label}' if label else ''}: {name}: {first_line}"
     span, line = _locate(pipeline, label)
     hint = "the failure is in the pipeline or its data, not in beam_dsl"
     return DiagnosticError([Diagnostic(E_RUN, message, pipeline, span, hint, line)])

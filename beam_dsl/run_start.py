@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -139,3 +140,109 @@ def uses_skops(compilation: Compilation, beam_args: Sequence[str] = ()) -> bool:
         if name in compilation.types and not any(d.config is c for c in in_workers)
         for _, v in _leaves(d.config.to_json())
     )
+
+
+# The type ``fuse_csv_reads`` gives a TRAIN that reads its CSV file itself (the runner
+# provides it: TrainModels.reading_csv).
+TRAIN_READING_CSV = "beam_dsl_TrainReadingCsv"
+_CSV_OPTIONS = {"path": "path", "delimiter": "sep", "comment": "comment"}  # as Beam maps them
+_GLOB = set("*?[")
+
+
+def fuse_csv_reads(pipeline: Any, trains: set[str]) -> list[str]:
+    """Where a ReadFromCsv of one local file feeds a TRAIN (a use of a type in ``trains``)
+    and nothing else, the TRAIN reads the file itself: the two become one transform of
+    type :data:`TRAIN_READING_CSV`, which gives the TRAIN the rows ReadFromCsv would,
+    read part by part in its worker processes
+    (:meth:`~beam_dsl.transforms.training.transform.TrainModels.reading_csv`). For the
+    in-process runner. ``pipeline`` is the compiled file's ``pipeline:`` as Beam YAML
+    loaded it: a composite, or a chain whose first transform is the read and second the
+    TRAIN; it is changed in place. Returns the fused TRAINs' names."""
+    if not isinstance(pipeline, dict) or not isinstance(pipeline.get("transforms"), list):
+        return []
+    transforms = pipeline["transforms"]
+    kind = pipeline.get("type", "composite")
+    if kind == "chain" and len(transforms) > 1 and not _keys(pipeline) & {
+            "source", "extra_transforms"}:
+        pairs = [(0, 1)]
+    elif kind == "composite":
+        by_name = {t.get("name"): i for i, t in enumerate(transforms) if isinstance(t, dict)}
+        pairs = [(by_name[t["input"]], i) for i, t in enumerate(transforms)
+                 if isinstance(t, dict) and isinstance(t.get("input"), str)
+                 and t["input"] in by_name]
+    else:
+        return []
+    fused, reads = [], set()
+    for read_at, train_at in pairs:
+        read, train = transforms[read_at], transforms[train_at]
+        csv = _local_csv(read)
+        if csv is None or not _plain_use(train, trains):
+            continue
+        name = read.get("name")
+        # Its own name, and the TRAIN's input in a composite: nothing else reads it.
+        if name is not None and _mentions(pipeline, name) != 1 + (kind == "composite"):
+            continue
+        transforms[train_at] = {
+            **train,
+            "type": TRAIN_READING_CSV,
+            "input": {},  # none, said so: it starts the pipeline
+            "config": {"csv": csv, "read": name or read["type"], "train": train["config"]},
+        }
+        fused.append(train.get("name", train["type"]))
+        reads.add(read_at)
+    transforms[:] = [t for i, t in enumerate(transforms) if i not in reads]
+    return fused
+
+
+def _keys(node: dict) -> set[str]:
+    """A transform's keys, without those Beam YAML's loader adds (``__line__``, ...)."""
+    return {k for k in node if not k.startswith("__")}
+
+
+def _plain_use(train: Any, trains: set[str]) -> bool:
+    """A use of a TRAIN with its config and input only (no windowing, no hints)."""
+    return (isinstance(train, dict) and train.get("type") in trains
+            and isinstance(train.get("config"), dict)
+            and not _keys(train) - {"type", "name", "input", "config"})
+
+
+def _local_csv(read: Any) -> dict[str, Any] | None:
+    """A ReadFromCsv's file and pandas arguments (``path``, ``sep``, ``comment``) where it
+    reads one local file with options TRAIN's reading follows; else None."""
+    if not (isinstance(read, dict) and read.get("type") == "ReadFromCsv"
+            and not _keys(read) - {"type", "name", "config"}):
+        return None
+    config = read.get("config")
+    if not isinstance(config, dict) or _keys(config) - set(_CSV_OPTIONS):
+        return None
+    path = config.get("path")
+    if not isinstance(path, str) or _GLOB & set(path) or "://" in path or not os.path.isfile(
+            path):
+        return None
+    options = {_CSV_OPTIONS[k]: v for k, v in config.items() if k in _CSV_OPTIONS}
+    if any(not (isinstance(v, str) and len(v) == 1) for k, v in options.items() if k != "path"):
+        return None
+    return options
+
+
+def _mentions(node: Any, name: str) -> int:
+    """How many references in a pipeline or transform ``node`` (its transforms' names,
+    ``input`` and ``output``, nested composites' too; not configs) are to ``name`` or one
+    of its outputs (``name.x``)."""
+    if isinstance(node, list):
+        return sum(_mentions(v, name) for v in node)
+    if not isinstance(node, dict):
+        return 0
+    found = int(node.get("name") == name)
+    for key in ("input", "output"):
+        found += _names(node.get(key), name)
+    return found + sum(_mentions(node.get(key), name)
+                       for key in ("transforms", "extra_transforms", "source", "sink"))
+
+
+def _names(value: Any, name: str) -> int:
+    if isinstance(value, dict):
+        return sum(_names(v, name) for k, v in value.items() if not str(k).startswith("__"))
+    if isinstance(value, list):
+        return sum(_names(v, name) for v in value)
+    return int(isinstance(value, str) and (value == name or value.startswith(name + ".")))

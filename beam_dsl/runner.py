@@ -31,7 +31,15 @@ from typing import Any, TextIO
 import yaml
 
 from beam_dsl.dsl.compiler import Compilation
-from beam_dsl.run_start import IN_PROCESS, compile_for_run, may_need_torch, uses_skops
+from beam_dsl.ir.train import TrainConfig
+from beam_dsl.run_start import (
+    IN_PROCESS,
+    TRAIN_READING_CSV,
+    compile_for_run,
+    fuse_csv_reads,
+    may_need_torch,
+    uses_skops,
+)
 from beam_dsl.transforms.common.torch_guard import NoTorch
 
 COUNTER_NAMESPACE = "beam_dsl"
@@ -191,7 +199,9 @@ def name_spec_transforms(node: Any, declared: set[str]) -> None:
             name_spec_transforms(node.get(key), declared)
 
 
-def _summary(result: Any, wall_s: float, pipeline: Any, counted: Counted) -> RunSummary:
+def _summary(
+    result: Any, wall_s: float, pipeline: Any, counted: Counted, trains: dict[str, str]
+) -> RunSummary:
     """The summary of a finished run: rows into and out of each beam_dsl transform (from
     the runner's element counts of their PCollections), and the transforms' counters."""
     summary = RunSummary(wall_s)
@@ -216,6 +226,8 @@ def _summary(result: Any, wall_s: float, pipeline: Any, counted: Counted) -> Run
             name = counter.key.metric.name
             value = counter.committed if counter.committed is not None else counter.attempted
             summary.counters[name] = summary.counters.get(name, 0) + value
+    for name, statement in trains.items():  # one that reads its file has no input to count
+        summary.rows_in.setdefault(name, summary.counters.get(f"{statement}.rows_in", 0))
     return summary
 
 
@@ -258,11 +270,15 @@ def _make_runner(name: str, dask_address: str | None, stack: contextlib.ExitStac
     return name, []
 
 
-def _runner_providers(runner: str) -> dict:
-    """Transform overrides a runner needs (see beam_dsl.transforms.common.dask_io)."""
+def _runner_providers(runner: str) -> Any:
+    """Transforms a runner needs: in process, TRAINs that read their CSV file
+    (:func:`_train_reading_csv`); on Dask, overrides (beam_dsl.transforms.common.dask_io)."""
+    from apache_beam.yaml.yaml_provider import InlineProvider
+
+    if runner in IN_PROCESS:
+        return InlineProvider({TRAIN_READING_CSV: _train_reading_csv})
     if runner != "DaskRunner":
         return {}
-    from apache_beam.yaml.yaml_provider import InlineProvider
 
     from beam_dsl.transforms.common import dask_io
 
@@ -274,6 +290,17 @@ def _runner_providers(runner: str) -> dict:
             "WriteToParquet": dask_io.WriteToParquet,
         }
     )
+
+
+def _train_types(compilation: Compilation) -> set[str]:
+    return {name for name, d in compilation.defs.items() if isinstance(d.config, TrainConfig)}
+
+
+def _train_reading_csv(csv: dict, read: str, train: dict) -> Any:
+    """A TRAIN that reads its CSV file itself (:func:`beam_dsl.run_start.fuse_csv_reads`)."""
+    from beam_dsl.transforms.training.transform import TrainModels
+
+    return TrainModels.reading_csv(csv, read, train)
 
 
 def _available_here(dependency: str) -> str | None:
@@ -375,6 +402,7 @@ def run_pipeline(
         if uses_skops(compilation, beam_args):
             import skops.io  # noqa: F401 - before Beam: see uses_skops
         from apache_beam import Pipeline
+        from apache_beam.options.pipeline_options import DirectOptions
         from apache_beam.yaml import yaml_transform
 
         from beam_dsl.transforms.common.runner_compat import RunOptions
@@ -390,6 +418,9 @@ def run_pipeline(
         pipeline = Pipeline(runner=runner_obj, options=options)
         _pipeline_hints(pipeline, spec)
         name_spec_transforms(spec["pipeline"], set(compilation.defs))
+        if runner in IN_PROCESS and options.view_as(DirectOptions).direct_running_mode == (
+                "in_memory"):
+            fuse_csv_reads(spec["pipeline"], _train_types(compilation))
         yaml_transform.expand_pipeline(pipeline, spec, providers=_runner_providers(runner))
         counted, trains = _spec_transforms(pipeline)
         with _progress(progress):
@@ -402,7 +433,7 @@ def run_pipeline(
                     client.close()
     from beam_dsl.tools.report import trained_models
 
-    summary = _summary(result, time.monotonic() - start, pipeline, counted)
+    summary = _summary(result, time.monotonic() - start, pipeline, counted, trains)
     summary.trains = trains
     summary.trained = trained_models(compilation)
     return summary

@@ -11,8 +11,13 @@ fast as a hand-written pandas script (benchmarks/bench_training.py):
    gathered per key over the whole bundle: one ``(key, [part, ...])`` per key
    and bundle goes on, not one element per row, each part pickled
    (:func:`~beam_dsl.transforms.training.fit.pack`) so that the shuffle and
-   the worker processes get bytes.
-2. **GroupByKey** over those parts.
+   the worker processes get bytes. Where ``beam_dsl run`` fused a ReadFromCsv
+   into the TRAIN (the read feeds it alone, on the in-process runner:
+   :func:`beam_dsl.run_start.fuse_csv_reads`), Prepare reads the file itself,
+   in the frames Beam's reader gives, each worker reading and preparing a part
+   of the file (:class:`_ReadAndPrepare`).
+2. **GroupByKey** over those parts (not after a Prepare that read the whole
+   file: each key comes once, and Fit fuses with it).
 3. **Fit**: each key's rows are split (holdout), encoded, fitted, scored and
    gated (:func:`beam_dsl.transforms.training.fit.fit_key`) in worker processes
    (:mod:`beam_dsl.transforms.common.workers`: one per core, or ``--workers``,
@@ -70,6 +75,7 @@ Semantics (see docs of :class:`TrainModels` for the outputs):
   to ``skipped`` with the error as the reason.
 """
 
+import logging
 import math
 import time
 import uuid
@@ -82,13 +88,17 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pandas as pd
+from apache_beam.dataframe.io import _DEFAULT_LINES_CHUNKSIZE
+from apache_beam.dataframe.schemas import element_typehint_from_dataframe_proxy
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import BoundedWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_dsl.diagnostics import did_you_mean
+from beam_dsl.failures import DataFailure
 from beam_dsl.ir.train import ROW_COUNTS, TrainConfig
 from beam_dsl.transforms.common import expr, workers
+from beam_dsl.transforms.common.csvfile import CsvFile
 from beam_dsl.transforms.common.rows import (
     ERROR_ROW_TYPE,
     FrameDoFn,
@@ -111,6 +121,7 @@ from beam_dsl.transforms.training.fit import (
     Prepared,
     fit_key,
     prepare_chunk,
+    read_and_prepare,
     resolve_task,
     save_key,
 )
@@ -127,6 +138,10 @@ SERVER_AFTER_ROWS = 500_000
 # the last is split over the workers in pieces of at least MIN_PIECE_ROWS.
 CHUNK_ROWS = 200_000
 MIN_PIECE_ROWS = 20_000
+# The records in each frame of Beam's ReadFromCsv (TRAIN reading its CSV file gives the same).
+LINES_PER_FRAME = _DEFAULT_LINES_CHUNKSIZE
+
+_LOG = logging.getLogger(__name__)
 
 _PYTHON_TYPES = ((bool, np.bool_), (int, np.integer), (float, np.floating), (str, str))
 
@@ -244,51 +259,30 @@ def _report(plan: Plan, prepared: Prepared, counters: "_Counters") -> Iterator[A
             yield _tagged("errors", row)
 
 
-class _PrepareFrames(FrameDoFn):
-    """Frames of rows -> one ``keyed`` (key, [part, ...]) per key and bundle, ``errors``
-    rows and the bundle's ``labels`` (Fn API runners: batches in, finish_bundle outputs).
+class _Preparer:
+    """Prepares chunks of input rows (:func:`~beam_dsl.transforms.training.fit.prepare_chunk`:
+    WHERE, typing, one split by key) in worker processes (``pool``) while more are read,
+    or in line where there are none, and gathers what they make per window: one
+    ``keyed`` (key, [part, ...]) per key, ``errors`` rows and ``labels``.
 
-    Frames are gathered into chunks of :data:`CHUNK_ROWS` rows, each prepared
-    (:func:`~beam_dsl.transforms.training.fit.prepare_chunk`: WHERE, typing, one
-    split by key) in a worker process where their fork server ran when this
-    started (``beam_dsl run`` starts it early), while this process reads the
-    next chunk; else here. A full chunk goes when the next frame comes, so that
-    the last one, which the fits wait for, is split over the workers. Where Fit
-    will (``processes`` > 1) or may (None, after :data:`SERVER_AFTER_ROWS` rows)
-    use worker processes, the fork server starts here, so that it imports what
-    fits need while rows are still read."""
+    Frames (:meth:`add`) are gathered into chunks of :data:`CHUNK_ROWS` rows; a
+    full chunk goes when the next frame comes, so that the last one, which the
+    fits wait for, is split over the workers. :meth:`add_job` takes a chunk a
+    worker prepares already (a part of a CSV file)."""
 
-    def __init__(self, plan: Plan, processes: int | None):
-        super().__init__(plan.columns)
+    def __init__(self, plan: Plan, pool: workers.WorkerPool | None):
         self._plan = plan
-        self._processes = processes
-
-    def setup(self) -> None:
-        self._counters = _Counters(self._plan.config.name)
-        self._rows = 0
-        if self._processes is not None and self._processes > 1:
-            workers.start_server(worker_modules(self._plan.config))
-        self._in_workers = workers.server_started() and (
-            self._processes or workers.cores()) > 1
-
-    def start_bundle(self) -> None:
-        super().start_bundle()
+        self._pool = pool
         self._frames: dict[BoundedWindow, list[pd.DataFrame]] = defaultdict(list)
         self._chunks: deque[tuple[BoundedWindow, Future]] = deque()  # in order
-        self._pool: workers.WorkerPool | None = None
-        if self._in_workers:  # its workers start while the first rows are read
-            processes = self._processes or workers.cores()
-            self._pool = workers.WorkerPool(processes, worker_modules(self._plan.config))
 
-    def process_frame(self, frame: pd.DataFrame, window: BoundedWindow) -> Iterator[Any]:
-        self._rows += len(frame)
-        due = self._rows - len(frame) < SERVER_AFTER_ROWS <= self._rows
-        if self._processes is None and due and workers.cores() > 1:
-            workers.start_server(worker_modules(self._plan.config))
+    def add(self, frame: pd.DataFrame, window: BoundedWindow) -> None:
         if sum(map(len, self._frames[window])) >= CHUNK_ROWS:
             self._send(window)
         self._frames[window].append(frame)
-        yield from ()
+
+    def add_job(self, window: BoundedWindow, job: Future) -> None:
+        self._chunks.append((window, job))
 
     def _send(self, window: BoundedWindow, last: bool = False) -> None:
         """Starts preparing the frames gathered in ``window`` (in a worker, or here); the
@@ -303,9 +297,25 @@ class _PrepareFrames(FrameDoFn):
             return
         pieces = self._pool.workers if last and len(chunk) >= 2 * MIN_PIECE_ROWS else 1
         for piece in slices(chunk, -(-len(chunk) // pieces)) if pieces > 1 else [chunk]:
-            self._chunks.append((window, self._pool.submit(prepare_chunk, self._plan, piece)))
+            self.add_job(window, self._pool.submit(prepare_chunk, self._plan, piece))
 
-    def finish_frames(self) -> Iterator[tuple[Any, BoundedWindow]]:
+    def jobs_failed(self) -> BaseException | None:
+        """Waits for every job; the first one's exception, if one raised (E436 where a
+        worker died)."""
+        for _, job in self._chunks:
+            failed = job.exception()
+            if isinstance(failed, BrokenProcessPool):
+                raise workers.died(self._plan.config, "preparing rows", failed) from None
+            if failed is not None:
+                return failed
+        return None
+
+    def outputs(
+        self, counters: "_Counters", grouped: bool = False
+    ) -> Iterator[tuple[Any, BoundedWindow]]:
+        """Everything prepared, as outputs with their windows, once every chunk is.
+        ``grouped``: these are all the rows (no GroupByKey follows): each ``keyed`` is
+        ``(key, [[part, ...]], classes)``, as Fit takes it."""
         for window in list(self._frames):
             self._send(window, last=True)
         parts: dict[BoundedWindow, dict[tuple, list[bytes]]] = defaultdict(
@@ -314,19 +324,132 @@ class _PrepareFrames(FrameDoFn):
         while self._chunks:
             window, job = self._chunks.popleft()
             prepared = _prepared(self._plan, job)
-            for value in _report(self._plan, prepared, self._counters):
+            for value in _report(self._plan, prepared, counters):
                 yield value, window
             labels[window] |= prepared.labels
             for key, part in prepared.parts:
                 parts[window][key].append(part)
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
         for window, by_key in parts.items():
+            classes = _union([labels[window]])
             for key, packed in by_key.items():
-                yield _tagged("keyed", (key, packed)), window
+                value = (key, [packed], classes) if grouped else (key, packed)
+                yield _tagged("keyed", value), window
         for window, found in labels.items():
             yield _tagged("labels", found), window
+
+
+def _pool_if(in_workers: bool, plan: Plan, processes: int | None) -> workers.WorkerPool | None:
+    """Prepare's worker processes, where it prepares in workers."""
+    if not in_workers:
+        return None
+    return workers.WorkerPool(processes or workers.cores(), worker_modules(plan.config))
+
+
+class _PrepareFrames(FrameDoFn):
+    """Frames of rows -> one ``keyed`` (key, [part, ...]) per key and bundle, ``errors``
+    rows and the bundle's ``labels`` (Fn API runners: batches in, finish_bundle outputs).
+
+    Chunks are prepared (:class:`_Preparer`) in worker processes where their
+    fork server ran when this started (``beam_dsl run`` starts it early), while
+    this process reads on; else here. Where Fit will (``processes`` > 1) or may
+    (None, after :data:`SERVER_AFTER_ROWS` rows) use worker processes, the fork
+    server starts here, so that it imports what fits need while rows are still
+    read."""
+
+    def __init__(self, plan: Plan, processes: int | None):
+        super().__init__(plan.columns)
+        self._plan = plan
+        self._processes = processes
+
+    def setup(self) -> None:
+        self._counters = _Counters(self._plan.config.name)
+        self._rows = 0
+        self._in_workers = _prepares_in_workers(self._plan, self._processes)
+
+    def start_bundle(self) -> None:
+        super().start_bundle()
+        # Its workers start while the first rows are read.
+        self._pool = _pool_if(self._in_workers, self._plan, self._processes)
+        self._preparer = _Preparer(self._plan, self._pool)
+
+    def process_frame(self, frame: pd.DataFrame, window: BoundedWindow) -> Iterator[Any]:
+        self._rows += len(frame)
+        due = self._rows - len(frame) < SERVER_AFTER_ROWS <= self._rows
+        if self._processes is None and due and workers.cores() > 1:
+            workers.start_server(worker_modules(self._plan.config))
+        self._preparer.add(frame, window)
+        yield from ()
+
+    def finish_frames(self) -> Iterator[tuple[Any, BoundedWindow]]:
+        yield from self._preparer.outputs(self._counters)
+        if self._pool is not None:
+            self._pool.close()
+
+
+def _prepares_in_workers(plan: Plan, processes: int | None) -> bool:
+    """Whether Prepare prepares chunks in worker processes: where their fork server runs
+    (started here where Fit will use workers) and there is more than one."""
+    if processes is not None and processes > 1:
+        workers.start_server(worker_modules(plan.config))
+    return workers.server_started() and (processes or workers.cores()) > 1
+
+
+class _ReadAndPrepare(beam.DoFn):
+    """Prepare where TRAIN reads its input CSV file itself (``beam_dsl run`` fuses a
+    ReadFromCsv that only the TRAIN reads into it: :func:`beam_dsl.run_start.fuse_csv_reads`):
+    one element in, the outputs of :class:`_PrepareFrames` out.
+
+    The file is read in exactly the frames Beam's ReadFromCsv gives
+    (:mod:`beam_dsl.transforms.common.csvfile`): in worker processes, each reading
+    a part of the file and preparing it, where there are workers and each line of
+    the file is one record; else in this process, frame by frame, with chunks
+    prepared as :class:`_PrepareFrames` prepares them. A part that raises (a line
+    pandas cannot parse, the file changed, a part that would not read as the
+    whole file does) makes it read the whole file that way instead, so that what
+    fails, fails as it does under Beam's reader (as the ReadFromCsv's failure)."""
+
+    def __init__(self, plan: Plan, csv: CsvFile, read: str, processes: int | None):
+        self._plan = plan
+        self._csv = csv
+        self._source = read  # the name of the ReadFromCsv it reads for
+        self._processes = processes
+
+    def setup(self) -> None:
+        self._counters = _Counters(self._plan.config.name)
+        self._in_workers = _prepares_in_workers(self._plan, self._processes)
+
+    def process(self, _, window=beam.DoFn.WindowParam):
+        pool = _pool_if(self._in_workers, self._plan, self._processes)
+        try:
+            for value, _ in self._read(pool, window).outputs(self._counters, grouped=True):
+                yield value
+        finally:
+            if pool is not None:
+                pool.close()
+
+    def _read(self, pool: workers.WorkerPool | None, window: BoundedWindow) -> _Preparer:
+        """The file read and every chunk of it on its way to being prepared."""
+        parts = self._csv.parts(LINES_PER_FRAME, pool.workers) if pool is not None else None
+        if parts is not None:
+            preparer = _Preparer(self._plan, pool)
+            for index in range(len(parts.ranges)):
+                preparer.add_job(window, pool.submit(
+                    read_and_prepare, self._plan, self._csv, parts, index, LINES_PER_FRAME))
+            failed = preparer.jobs_failed()
+            if failed is None:
+                return preparer
+            _LOG.info("TRAIN %s reads %s in one process: %s", self._plan.config.name,
+                      self._csv.path, failed)
+        preparer = _Preparer(self._plan, pool)
+        frames = self._csv.frames(LINES_PER_FRAME)
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                return preparer
+            except Exception as e:  # the file's failure, as ReadFromCsv's
+                raise DataFailure.of(e, self._source) from e
+            preparer.add(frame, window)
 
 
 def _prepared(plan: Plan, job: Future) -> Prepared:
@@ -393,9 +516,11 @@ class _Fit(beam.DoFn):
         self._pending: deque[tuple[tuple, Future, bool, BoundedWindow]] = deque()
 
     def process(self, element, window=beam.DoFn.WindowParam, classes=()):
-        key, packed = element
+        # From a GroupByKey: (key, [[part, ...] per bundle]), the classes a side input; or
+        # from a Prepare that saw every row: (key, [[part, ...]], classes).
+        key, packed, *known = element
         parts = [part for bundle_parts in packed for part in bundle_parts]
-        args = (self._plan, self._estimator, key, parts, _union(classes))
+        args = (self._plan, self._estimator, key, parts, known[0] if known else _union(classes))
         self._pending.append((args, *self._jobs.submit(fit_key, *args), window))
         limit = QUEUED_PER_WORKER * self._jobs.workers
         while self._pending and (self._pending[0][1].done() or len(self._pending) > limit):
@@ -531,6 +656,23 @@ class TrainModels(SpecTransform):
     def __init__(self, **config: Any):
         super().__init__(**config)
         self._task, self._imported = resolve_task(self.config)
+        self._csv: CsvFile | None = None
+        self._source = ""  # the name of the ReadFromCsv whose file it reads
+
+    @classmethod
+    def reading_csv(cls, csv: dict[str, Any], read: str, train: dict[str, Any]) -> "TrainModels":
+        """This TRAIN (``train``: its config) reading its rows from a local CSV file itself
+        (``csv``: ``path`` and the pandas arguments of Beam's ReadFromCsv), as ``beam_dsl
+        run`` builds it where a ReadFromCsv (named ``read``) feeds it and nothing else
+        (:func:`beam_dsl.run_start.fuse_csv_reads`); the rows are those ReadFromCsv gives,
+        and a file pandas cannot read fails the run as ``read``'s failure."""
+        transform = cls(**train)
+        try:
+            transform._csv = CsvFile.open(**csv)
+        except Exception as e:
+            raise DataFailure.of(e, read) from e
+        transform._source = read
+        return transform
 
     def _begin_run(self) -> str:
         """Opens this run's staging folder in the model store (E435 if it cannot be used),
@@ -545,7 +687,12 @@ class TrainModels(SpecTransform):
         return run
 
     def expand(self, rows: beam.PCollection) -> dict[str, beam.PCollection]:
-        fields = schema_fields(rows.element_type)
+        if self._csv is not None:  # rows is the pipeline's start
+            return self._expand(rows, element_typehint_from_dataframe_proxy(self._csv.proxy()))
+        return self._expand(rows, rows.element_type)
+
+    def _expand(self, rows: Any, element_type: Any) -> dict[str, beam.PCollection]:
+        fields = schema_fields(element_type)
         if fields is None:
             raise self.config.error(
                 "E430", f"TRAIN needs rows with a schema; its input has type {rows.element_type}",
@@ -553,20 +700,30 @@ class TrainModels(SpecTransform):
             )
         plan = make_plan(self.config, fields, self._task, self._begin_run(), self._imported)
         processes = self.config.fit_workers or worker_processes(rows.pipeline)
-        staged, processes = by_runner(
-            rows,
-            batched=lambda: (rows | "Prepare" >> beam.ParDo(_PrepareFrames(plan, processes)),
-                             processes),
-            # There the runner has worker processes of its own (Dask's).
-            portable=lambda: (_prepare_groups(rows, plan), 1),
-        )
+        if self._csv is not None:
+            staged = (rows | "File" >> beam.Create([None])
+                      | "Prepare" >> beam.ParDo(
+                          _ReadAndPrepare(plan, self._csv, self._source, processes)))
+        else:
+            staged, processes = by_runner(
+                rows,
+                batched=lambda: (rows | "Prepare" >> beam.ParDo(
+                    _PrepareFrames(plan, processes)), processes),
+                # There the runner has worker processes of its own (Dask's).
+                portable=lambda: (_prepare_groups(rows, plan), 1),
+            )
         # Side inputs, not combines: Beam's DaskRunner mishandles CombineGlobally.
         classes = beam.pvalue.AsList(select(staged, "labels", "Labels"))
-        fit = beam.ParDo(_Fit(plan, processes), classes=classes)
+        keyed = select(staged, "keyed", "Keyed")
+        if self._csv is None:
+            fit = beam.ParDo(_Fit(plan, processes), classes=classes)
+            keyed = keyed | "GroupByKey" >> beam.GroupByKey()
+        else:  # one Prepare saw every row: its keys come grouped, with the classes, and
+            # Fit fuses with it (the parts never go through the runner's shuffle)
+            fit = beam.ParDo(_Fit(plan, processes))
         if self.config.resource_hints:
             fit = fit.with_resource_hints(**self.config.resource_hints)
-        keyed = select(staged, "keyed", "Keyed")
-        results = keyed | "GroupByKey" >> beam.GroupByKey() | "Fit" >> fit
+        results = keyed | "Fit" >> fit
         done = (
             rows.pipeline
             | "Once" >> beam.Create([None])

@@ -34,11 +34,8 @@ from hypothesis import strategies as st  # noqa: E402
 def _in_parts(csv: CsvFile, lines: int, count: int) -> list[pd.DataFrame] | None:
     """Every part's frames in order; None where the file declines to be read in parts or
     a part raises (TRAIN then reads the file whole, as Beam does)."""
-    parts = csv.parts(lines, count)
-    if parts is None:
-        return None
     try:
-        return [f for i in range(len(parts.ranges)) for f in read_part(csv, parts, i, lines)]
+        return [f for part in list(csv.parts(lines, count)) for f in read_part(csv, part, lines)]
     except Exception:
         return None
 
@@ -160,33 +157,34 @@ def test_parts_read_as_the_whole_file_or_decline(tmp_path, drawn, count, kwargs)
     (b"a,b\n1,2,3\n4,5,6\n", {}),  # one field short: the first column is the index
 ])
 def test_files_whose_lines_may_not_be_records_are_read_whole(tmp_path, data, kwargs):
-    assert CsvFile.open(_write(tmp_path / "d.csv", data), **kwargs).parts(1, 2) is None
+    with pytest.raises(Diverged):
+        list(CsvFile.open(_write(tmp_path / "d.csv", data), **kwargs).parts(1, 2))
 
 
 @pytest.mark.parametrize("line", [b"", b"   ", b"\t"])
 def test_a_part_with_a_line_pandas_skips_diverges(tmp_path, line):
     path = _write(tmp_path / "d.csv", b"a,b\n1,x\n" + line + b"\n2,y\n3,z\n")
     csv = CsvFile.open(path)
-    parts = csv.parts(1, 1)
-    with pytest.raises(Diverged):
-        read_part(csv, parts, 0, 1)
+    (part,) = csv.parts(4, 1)
+    with pytest.raises(Diverged, match="not records"):
+        read_part(csv, part, 4)
 
 
 def test_a_file_changed_since_the_scan_diverges(tmp_path):
     path = _write(tmp_path / "d.csv", b"a,b\n1,x\n2,y\n")
     csv = CsvFile.open(path)
-    parts = csv.parts(1, 2)
+    parts = list(csv.parts(1, 2))
     with open(path, "ab") as f:
         f.write(b"3,z\n")
     os.utime(path, ns=(0, 0))
     with pytest.raises(Diverged, match="changed"):
-        read_part(csv, parts, 0, 1)
+        read_part(csv, parts[0], 1)
 
 
 def test_parts_start_at_frames_and_cover_the_file(tmp_path):
     data = b"h\n" + b"".join(b"%d\n" % i for i in range(23))
     csv = CsvFile.open(_write(tmp_path / "d.csv", data))
-    parts = csv.parts(5, 2)  # 5 frames of 5 records (the last of 3), in 2 parts
-    assert parts.header == b"h\n"
-    assert [data[a:b].count(b"\n") for a, b in parts.ranges] == [15, 8]
-    assert parts.ranges[0][0] == 2 and parts.ranges[-1][1] == len(data)
+    parts = list(csv.parts(5, 2))  # 5 frames of 5 records (the last of 3), in 2 parts
+    assert {p.header for p in parts} == {b"h\n"}
+    assert [data[p.start:p.end].count(b"\n") for p in parts] == [15, 8]
+    assert parts[0].start == 2 and parts[-1].end == len(data)

@@ -10,15 +10,16 @@ made pandas strings in every frame. :meth:`CsvFile.frames` reads the same way,
 in this process. :meth:`CsvFile.parts` cuts the file into byte ranges that each
 start at a multiple of ``LINES`` records, so that a part read after the header
 line (:func:`read_part`) gives exactly the frames Beam's reader gives for those
-records. That holds where each line is one record, so the scan declines (None:
-read the file in one process) a file with a quote character anywhere (a quoted
-field may hold a line break), the comment character, a NUL byte, a line break
-other than ``\\n`` or ``\\r\\n``, a separator pandas reads as a pattern, or an
-index taken from the first column (a header one field short); and a part raises
-:class:`Diverged` where its frames hold fewer records than it has lines (pandas
-skips blank lines and lines of spaces and tabs), where they lack the sample's
-columns or a plain index, or where the file changed since the scan. The reader
-then reads the file in one process, as Beam does.
+records. That holds where each line is one record, so :meth:`CsvFile.parts`
+raises :class:`Diverged` (perhaps after giving the first parts) for a file with
+a quote character anywhere (a quoted field may hold a line break), the comment
+character, a NUL byte, a line break other than ``\\n`` or ``\\r\\n``, a
+separator pandas reads as a pattern, or an index taken from the first column
+(a header one field short); and a part raises :class:`Diverged` where its frames
+hold fewer records than it has lines (pandas skips blank lines and lines of
+spaces and tabs), where they lack the sample's columns or a plain index, or
+where the file changed since the scan. The reader then reads the file in one
+process, as Beam does.
 
 Nothing here imports Beam.
 """
@@ -26,6 +27,7 @@ Nothing here imports Beam.
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -46,12 +48,13 @@ class Diverged(Exception):
 
 
 @dataclass(frozen=True)
-class Parts:
-    """Byte ranges of a file, each a whole number of frames of records, and what reading
-    one needs: the header line and the file's size and modification time at the scan."""
+class Part:
+    """A byte range of a file, a whole number of frames of records, and what reading it
+    needs: the header line and the file's size and modification time at the scan."""
 
     header: bytes
-    ranges: tuple[tuple[int, int], ...]
+    start: int
+    end: int
     stamp: tuple[int, int]
 
 
@@ -94,25 +97,34 @@ class CsvFile:
             for frame in pd.read_csv(f, chunksize=lines, **self.kwargs):
                 yield self.typed(frame)
 
-    def parts(self, lines: int, count: int) -> Parts | None:
-        """About ``count`` byte ranges (fewer for a small file, more for a big one: at most
-        :data:`PART_FRAMES` frames of ``lines`` records each), each starting at a multiple
-        of ``lines`` records; None where a line may not be one record."""
+    def parts(self, lines: int, count: int) -> Iterator[Part]:
+        """The file in about ``count`` byte ranges (at most :data:`PART_FRAMES` frames of
+        ``lines`` records each), each starting at a multiple of ``lines`` records, in
+        order, each as soon as the scan has found its end; :class:`Diverged` (perhaps
+        after some) where a line may not be one record, or the file has none."""
         if not _plain_sep(self.kwargs):
-            return None  # a separator pandas reads as a pattern, in Python
+            raise Diverged("a separator pandas reads as a pattern")
         if not isinstance(self.proxy().index, pd.RangeIndex):
-            return None  # the first column is the index: pandas decides per read
+            raise Diverged("the first column is the index")  # pandas decides per read
+        declined = _DECLINED + ((self.kwargs["comment"].encode(),)
+                                if self.kwargs.get("comment") else ())
         with open(self.path, "rb") as f:
             stamp = _stamp(f.fileno())
-            scan = _scan(f, self.kwargs.get("comment"), lines)
-        if scan is None:
-            return None
-        header, starts, end = scan  # where each frame of `lines` records starts
-        if not starts:
-            return None  # no records: nothing to read in parts
-        per = max(1, min(PART_FRAMES, -(-len(starts) // max(count, 1))))
-        bounds = [*starts[::per], end]
-        return Parts(header, tuple(zip(bounds, bounds[1:], strict=False)), stamp)
+            header, bounds = _scan(f, lines, declined)
+            first = next(bounds)  # where the first record starts (the end: none)
+            group, per = [first], 0
+            for bound in bounds:
+                if not per:  # from the first frame's length, the file's frames
+                    frames = (stamp[0] - first) / max(1, bound - first)
+                    per = max(1, min(PART_FRAMES, math.ceil(frames / max(count, 1))))
+                group.append(bound)
+                if len(group) > per:
+                    yield Part(header, group[0], group[-1], stamp)
+                    group = group[-1:]
+            if len(group) > 1:
+                yield Part(header, group[0], group[-1], stamp)
+            elif not per:
+                raise Diverged("no records")
 
 
 # A part holds at most this many frames (200,000 records at Beam's 10,000 a frame).
@@ -129,91 +141,87 @@ def _stamp(fd: int) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
-def _scan(f: Any, comment: str | None, lines: int) -> tuple[bytes, list[int], int] | None:
-    """The header line, the offset where every ``lines``-th record starts (the first
-    record's included) and the file's size; None where a line may not be one record."""
-    declined = (*_DECLINED, comment.encode()) if comment else _DECLINED
-    data = f.read(_BLOCK)
-    newline = data.find(b"\n")
-    if newline < 0 or not data[:newline].strip(b" \t\r\xef\xbb\xbf") or _declined(
-            data[: newline + 1], declined):
-        return None  # no record, a blank first line (pandas skips it), or a quote...
-    header, pending, base = data[: newline + 1], data[newline + 1:], newline + 1
-    starts: list[int] = []
-    skip = 0  # line breaks to pass before the next frame starts
+def _scan(f: Any, lines: int, declined: tuple[bytes, ...]) -> tuple[bytes, Iterator[int]]:
+    """The header line, and where each frame of ``lines`` records starts (the first
+    record's offset first), then the file's end; :class:`Diverged` where a line may not
+    be one record."""
+    buffer = f.read(_BLOCK)
+    newline = buffer.find(b"\n")
+    if newline < 0 or not buffer[:newline].strip(b" \t\r\xef\xbb\xbf") or _declined(
+            buffer, 0, newline + 1, declined):
+        raise Diverged("no header line, a blank one, or one that may not be one record")
+    return buffer[: newline + 1], _bounds(f, buffer, newline + 1, lines, declined)
+
+
+def _bounds(f: Any, buffer: bytes, at: int, lines: int, declined: tuple[bytes, ...]
+            ) -> Iterator[int]:
+    base, skip = 0, 0  # buffer's offset in the file; line breaks to pass to a frame's start
     while True:
         more = f.read(_BLOCK)
-        # Whole lines only, but for the last line of the file, which may have no break.
-        cut = pending.rfind(b"\n") + 1 if more else len(pending)
-        lines_seen = pending[:cut]
-        if _declined(lines_seen, declined):
-            return None
-        skip = _frame_starts(lines_seen, base, skip, lines, starts)
-        base += cut
+        # Whole lines only, but for the file's last line, which may have no line break.
+        cut = max(at, buffer.rfind(b"\n", at) + 1) if more else len(buffer)
+        if _declined(buffer, at, cut, declined):
+            raise Diverged("a byte that may make a line other than one record")
+        while at < cut:
+            if skip == 0:
+                yield base + at
+                skip = lines
+            at, passed = _after_breaks(buffer, at, skip, cut)
+            skip -= passed
         if not more:
-            return header, starts, base
-        pending = pending[cut:] + more
+            yield base + len(buffer)
+            return
+        buffer, base, at = buffer[at:] + more, base + at, 0
 
 
-def _declined(data: bytes, declined: tuple[bytes, ...]) -> bool:
-    """Whether ``data`` holds a byte that may make a line other than one record (a
-    carriage return not before a line break included)."""
-    return any(d in data for d in declined) or (
-        b"\r" in data and data.count(b"\r") != data.count(b"\r\n"))
+def _declined(data: bytes, lo: int, hi: int, declined: tuple[bytes, ...]) -> bool:
+    """Whether ``data[lo:hi]`` holds a byte that may make a line other than one record
+    (a carriage return not before a line break included)."""
+    return any(data.find(d, lo, hi) >= 0 for d in declined) or (
+        data.find(b"\r", lo, hi) >= 0
+        and data.count(b"\r", lo, hi) != data.count(b"\r\n", lo, hi))
 
 
-def _frame_starts(data: bytes, base: int, skip: int, lines: int, starts: list[int]) -> int:
-    """Appends ``base`` + the offset in ``data`` (whole lines) where each frame of
-    ``lines`` records starts, ``skip`` line breaks passed first; returns the line breaks
-    left to pass before the next frame starts."""
-    at, left = 0, data.count(b"\n")  # left: line breaks in data[at:]
-    while at < len(data):
-        if skip == 0:
-            starts.append(base + at)
-            skip = lines
-        if left < skip:
-            return skip - left
-        at, left, skip = _after_breaks(data, at, skip), left - skip, 0
-    return skip
-
-
-def _after_breaks(data: bytes, at: int, n: int) -> int:
-    """The offset just after the ``n``-th line break from ``at`` (``data`` has that many):
-    one count up to a guess from the next 64 KiB's line length, then line by line to it."""
-    sample = data.count(b"\n", at, at + _PROBE) or 1
-    guess = min(len(data), at + n * min(len(data) - at, _PROBE) // sample)
+def _after_breaks(data: bytes, at: int, n: int, end: int) -> tuple[int, int]:
+    """The offset just after the ``n``-th line break from ``at`` and ``n``; or ``end`` and
+    the line breaks there are where ``data[at:end]`` has fewer. One count up to a guess
+    from the next 64 KiB's line length, then line by line to it."""
+    sample = data.count(b"\n", at, min(end, at + _PROBE)) or 1
+    guess = min(end, at + n * min(end - at, _PROBE) // sample)
     found = data.count(b"\n", at, guess)
-    if found < n:  # short of it: on, break by break
-        while found < n:
-            guess, found = data.find(b"\n", guess) + 1, found + 1
-        return guess
+    while found < n:  # short of it: on, break by break
+        after = data.find(b"\n", guess, end) + 1
+        if not after:
+            return end, found
+        guess, found = after, found + 1
     guess = data.rfind(b"\n", at, guess) + 1  # just after the found-th
     while found > n:  # past it: back, break by break
         guess, found = data.rfind(b"\n", at, guess - 1) + 1, found - 1
-    return guess
+    return guess, n
 
 
-def read_part(csv: CsvFile, parts: Parts, index: int, lines: int) -> list[pd.DataFrame]:
-    """The frames of part ``index``, as Beam's reader gives them for its records;
-    :class:`Diverged` where the file changed since the scan or a frame does not have the
-    sample's columns and a plain index."""
-    start, end = parts.ranges[index]
+def read_part(csv: CsvFile, part: Part, lines: int) -> list[pd.DataFrame]:
+    """The frames of ``part``, as Beam's reader gives them for its records;
+    :class:`Diverged` where the file changed since the scan, or where they hold fewer
+    records than the part has lines or lack the sample's columns or a plain index."""
     fd = os.open(csv.path, os.O_RDONLY)
     try:
-        if _stamp(fd) != parts.stamp:
+        if _stamp(fd) != part.stamp:
             raise Diverged(f"{csv.path} changed while it was read")
-        body = os.pread(fd, end - start, start)
+        body = os.pread(fd, part.end - part.start, part.start)
     finally:
         os.close(fd)
     columns = list(csv.proxy().columns)
     frames = []
-    for frame in pd.read_csv(io.BytesIO(parts.header + body), chunksize=lines, **csv.kwargs):
+    for frame in pd.read_csv(io.BytesIO(part.header + body), chunksize=lines, **csv.kwargs):
         if list(frame.columns) != columns or not isinstance(frame.index, pd.RangeIndex):
-            raise Diverged(f"part {index} of {csv.path} does not read as the whole file")
+            raise Diverged(f"bytes {part.start}-{part.end} of {csv.path} do not read as "
+                           "the whole file does")
         frames.append(csv.typed(frame))
     # A line pandas skipped (blank, or spaces and tabs only) is not a record: the frames
     # would start elsewhere than Beam's.
     records = body.count(b"\n") + (not body.endswith(b"\n"))
     if sum(map(len, frames)) != records:
-        raise Diverged(f"part {index} of {csv.path} has lines that are not records")
+        raise Diverged(f"bytes {part.start}-{part.end} of {csv.path} hold lines that are "
+                       "not records")
     return frames

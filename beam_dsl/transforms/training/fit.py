@@ -22,7 +22,7 @@ import pandas as pd
 from beam_dsl.dsl import pyref
 from beam_dsl.ir.train import ROW_COUNTS, TrainConfig
 from beam_dsl.transforms.common import expr
-from beam_dsl.transforms.common.csvfile import CsvFile, Parts, read_part
+from beam_dsl.transforms.common.csvfile import CsvFile, Part, read_part
 from beam_dsl.transforms.training import encoders, metrics, modelstore
 
 ESTIMATOR_PACKAGES = ("sklearn.", "xgboost.", "lightgbm.")
@@ -262,11 +262,11 @@ def prepare_chunk(plan: Plan, frame: pd.DataFrame) -> Prepared:
     return Prepared(rows, filtered, frame[bad], reasons[bad], labels, parts)
 
 
-def read_and_prepare(plan: Plan, csv: CsvFile, parts: Parts, index: int, lines: int) -> Prepared:
-    """Part ``index`` of a CSV file read as Beam's ReadFromCsv reads it
+def read_and_prepare(plan: Plan, csv: CsvFile, part: Part, lines: int) -> Prepared:
+    """A part of a CSV file read as Beam's ReadFromCsv reads it
     (:func:`~beam_dsl.transforms.common.csvfile.read_part`), then prepared as one chunk;
     in a worker process, where TRAIN reads its input file itself."""
-    frames = read_part(csv, parts, index, lines)
+    frames = read_part(csv, part, lines)
     return prepare_chunk(plan, pd.concat(frames, ignore_index=True) if len(frames) > 1
                          else frames[0])
 

@@ -80,7 +80,7 @@ import math
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -98,7 +98,7 @@ from beam_dsl.diagnostics import did_you_mean
 from beam_dsl.failures import DataFailure
 from beam_dsl.ir.train import ROW_COUNTS, TrainConfig
 from beam_dsl.transforms.common import expr, workers
-from beam_dsl.transforms.common.csvfile import CsvFile
+from beam_dsl.transforms.common.csvfile import CsvFile, Diverged
 from beam_dsl.transforms.common.rows import (
     ERROR_ROW_TYPE,
     FrameDoFn,
@@ -310,6 +310,11 @@ class _Preparer:
                 return failed
         return None
 
+    def cancel(self) -> None:
+        """Drops every job (those not started yet do not run)."""
+        while self._chunks:
+            self._chunks.popleft()[1].cancel()
+
     def outputs(
         self, counters: "_Counters", grouped: bool = False
     ) -> Iterator[tuple[Any, BoundedWindow]]:
@@ -336,6 +341,16 @@ class _Preparer:
                 yield _tagged("keyed", value), window
         for window, found in labels.items():
             yield _tagged("labels", found), window
+
+
+def _closing(pool: workers.WorkerPool | None, outputs: Callable[[], Iterable[Any]]) -> list:
+    """Every output of a Prepare, made with ``pool``, which is closed before they go on:
+    its workers are gone (memory and cores freed) before Fit's start."""
+    try:
+        return list(outputs())
+    finally:
+        if pool is not None:
+            pool.close()
 
 
 def _pool_if(in_workers: bool, plan: Plan, processes: int | None) -> workers.WorkerPool | None:
@@ -381,9 +396,7 @@ class _PrepareFrames(FrameDoFn):
         yield from ()
 
     def finish_frames(self) -> Iterator[tuple[Any, BoundedWindow]]:
-        yield from self._preparer.outputs(self._counters)
-        if self._pool is not None:
-            self._pool.close()
+        yield from _closing(self._pool, lambda: self._preparer.outputs(self._counters))
 
 
 def _prepares_in_workers(plan: Plan, processes: int | None) -> bool:
@@ -420,24 +433,25 @@ class _ReadAndPrepare(beam.DoFn):
 
     def process(self, _, window=beam.DoFn.WindowParam):
         pool = _pool_if(self._in_workers, self._plan, self._processes)
-        try:
-            for value, _ in self._read(pool, window).outputs(self._counters, grouped=True):
-                yield value
-        finally:
-            if pool is not None:
-                pool.close()
+        outputs = _closing(pool, lambda: self._read(pool, window).outputs(
+            self._counters, grouped=True))
+        for value, _ in outputs:
+            yield value
 
     def _read(self, pool: workers.WorkerPool | None, window: BoundedWindow) -> _Preparer:
         """The file read and every chunk of it on its way to being prepared."""
-        parts = self._csv.parts(LINES_PER_FRAME, pool.workers) if pool is not None else None
-        if parts is not None:
+        if pool is not None:
             preparer = _Preparer(self._plan, pool)
-            for index in range(len(parts.ranges)):
-                preparer.add_job(window, pool.submit(
-                    read_and_prepare, self._plan, self._csv, parts, index, LINES_PER_FRAME))
-            failed = preparer.jobs_failed()
+            try:  # each part goes to a worker as soon as the scan has found it
+                for part in self._csv.parts(LINES_PER_FRAME, pool.workers):
+                    preparer.add_job(window, pool.submit(
+                        read_and_prepare, self._plan, self._csv, part, LINES_PER_FRAME))
+                failed = preparer.jobs_failed()
+            except Diverged as e:
+                failed = e
             if failed is None:
                 return preparer
+            preparer.cancel()
             _LOG.info("TRAIN %s reads %s in one process: %s", self._plan.config.name,
                       self._csv.path, failed)
         preparer = _Preparer(self._plan, pool)

@@ -25,7 +25,8 @@ from beam_dsl.dsl.parser import parse
 from beam_dsl.ir.train import TrainConfig
 from beam_dsl.transforms.training import modelstore
 from beam_dsl.transforms.training.fit import split_holdout
-from beam_dsl.transforms.training.transform import COUNTER_NAMESPACE, TrainModels
+from beam_dsl.transforms.training.prepare import COUNTER_NAMESPACE
+from beam_dsl.transforms.training.transform import TrainModels
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = 3000

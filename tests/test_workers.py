@@ -150,11 +150,17 @@ def test_train_and_model_give_the_same_results_with_one_and_two_workers(tmp_path
 
 
 def test_the_last_chunk_split_over_the_workers_gives_the_same_models(tmp_path, monkeypatch):
-    from beam_dsl.transforms.training import transform
+    """Prepare's frames (the read feeds a MapToFields too, so TRAIN does not read the file
+    itself): the last chunk in pieces, one per worker."""
+    from beam_dsl.transforms.training import prepare
 
     _, metrics_1, predictions_1, _ = _train(_workdir(tmp_path / "one"), workers=1)
-    monkeypatch.setattr(transform, "MIN_PIECE_ROWS", 100)  # 2,400 rows: two pieces
-    summary, metrics_2, predictions_2, _ = _train(_workdir(tmp_path / "two"), workers=2)
+    monkeypatch.setattr(prepare, "MIN_PIECE_ROWS", 100)  # 2,400 rows: two pieces
+    root = _workdir(tmp_path / "two")
+    with open(os.path.join(root, "train.yaml"), "a") as f:
+        f.write("    - {type: MapToFields, input: rows, config: {language: python,"
+                " fields: {r: region}}}\n")
+    summary, metrics_2, predictions_2, _ = _train(root, workers=2)
     assert summary.counters["by_region.rows_in"] == len(_rows())
     assert _comparable(metrics_1) == _comparable(metrics_2)
     assert predictions_1 == predictions_2

@@ -178,9 +178,10 @@ def fuse_csv_reads(pipeline: Any, trains: set[str]) -> list[str]:
         csv = _local_csv(read)
         if csv is None or not _plain_use(train, trains):
             continue
+        # Nothing but the TRAIN reads it (Beam YAML finds an input by name or by type).
         name = read.get("name")
-        # Its own name, and the TRAIN's input in a composite: nothing else reads it.
-        if name is not None and _mentions(pipeline, name) != 1 + (kind == "composite"):
+        if _references(pipeline, read["type"]) or name is not None and _references(
+                pipeline, name) != (kind == "composite"):
             continue
         transforms[train_at] = {
             **train,
@@ -225,18 +226,16 @@ def _local_csv(read: Any) -> dict[str, Any] | None:
     return options
 
 
-def _mentions(node: Any, name: str) -> int:
-    """How many references in a pipeline or transform ``node`` (its transforms' names,
-    ``input`` and ``output``, nested composites' too; not configs) are to ``name`` or one
-    of its outputs (``name.x``)."""
+def _references(node: Any, target: str) -> int:
+    """How many references in a pipeline or transform ``node`` (the ``input`` and
+    ``output`` of it and of the transforms under it; not configs) are to ``target`` or
+    one of its outputs (``target.x``)."""
     if isinstance(node, list):
-        return sum(_mentions(v, name) for v in node)
+        return sum(_references(v, target) for v in node)
     if not isinstance(node, dict):
         return 0
-    found = int(node.get("name") == name)
-    for key in ("input", "output"):
-        found += _names(node.get(key), name)
-    return found + sum(_mentions(node.get(key), name)
+    found = sum(_names(node.get(key), target) for key in ("input", "output"))
+    return found + sum(_references(node.get(key), target)
                        for key in ("transforms", "extra_transforms", "source", "sink"))
 
 

@@ -15,6 +15,7 @@ transforms do.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -68,6 +69,7 @@ def test_a_chain_starting_with_the_read_and_the_train_is_fused(here):
 @pytest.mark.parametrize("transforms", [
     [_read(), _train(), {"type": "Flatten", "input": ["data"]}],  # read twice
     [_read(), _train(), {"type": "WriteToJson", "input": "data.x"}],
+    [_read(), _train(), {"type": "WriteToJson", "input": "ReadFromCsv"}],  # by its type
     [_read(path="*.csv"), _train()],  # a glob
     [_read(path="missing.csv"), _train()],
     [_read(filename_column="f"), _train()],
@@ -121,13 +123,12 @@ UNFUSED = PIPELINE + ("    - {type: MapToFields, input: data,"
 
 @pytest.fixture(scope="module")
 def census(tmp_path_factory) -> bytes:
-    sys.path.insert(0, os.path.join(REPO, "pipelines", "census"))
-    try:
-        from generate import generate
-    finally:
-        sys.path.pop(0)
+    spec = importlib.util.spec_from_file_location(
+        "census_generate", os.path.join(REPO, "pipelines", "census", "generate.py"))
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
     path = tmp_path_factory.mktemp("census") / "census.csv"
-    generate(25_000, seed=11, bad_every=97).to_csv(path, index=False)
+    generate.generate(25_000, seed=11, bad_every=97).to_csv(path, index=False)
     return path.read_bytes()
 
 

@@ -183,10 +183,9 @@ def fuse_csv_reads(pipeline: Any, trains: set[str]) -> list[str]:
         if _references(pipeline, read["type"]) or name is not None and _references(
                 pipeline, name) != (kind == "composite"):
             continue
-        transforms[train_at] = {
-            **train,
+        transforms[train_at] = {  # it starts the pipeline: no input
+            **{k: v for k, v in train.items() if k != "input"},
             "type": TRAIN_READING_CSV,
-            "input": {},  # none, said so: it starts the pipeline
             "config": {"csv": csv, "read": name or read["type"], "train": train["config"]},
         }
         fused.append(train.get("name", train["type"]))

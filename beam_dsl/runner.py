@@ -276,7 +276,8 @@ def _runner_providers(runner: str) -> Any:
     from apache_beam.yaml.yaml_provider import InlineProvider
 
     if runner in IN_PROCESS:
-        return InlineProvider({TRAIN_READING_CSV: _train_reading_csv})
+        return InlineProvider({TRAIN_READING_CSV: _train_reading_csv},
+                              no_input_transforms=[TRAIN_READING_CSV])
     if runner != "DaskRunner":
         return {}
 

@@ -52,7 +52,7 @@ def test_a_read_that_only_a_train_reads_is_fused(here):
         _read(delimiter=","), _train(), {"type": "WriteToJson", "input": "t"}]}
     assert fuse_csv_reads(pipeline, {"t"}) == ["t"]
     fused, write = pipeline["transforms"]
-    assert fused["type"] == TRAIN_READING_CSV and fused["input"] == {}
+    assert fused["type"] == TRAIN_READING_CSV and "input" not in fused
     assert fused["config"] == {"csv": {"path": "data.csv", "sep": ","}, "read": "data",
                                "train": {"name": "t"}}
     assert write == {"type": "WriteToJson", "input": "t"}
@@ -115,6 +115,15 @@ pipeline:
     - {type: WriteToJson, input: t, config: {path: out/metrics}}
     - {type: WriteToJson, input: t.errors, config: {path: out/errors}}
 """
+# A chain: the read first, the TRAIN second (and last: its outputs are several).
+CHAIN = """
+specs: [spec.bdsl]
+pipeline:
+  type: chain
+  transforms:
+    - {type: ReadFromCsv, config: {path: data.csv}}
+    - {type: t}
+"""
 # The read feeds a second transform too: not fused. (Not a Flatten: Beam 2.77's Flatten of
 # ReadFromCsv's batched output fails, "TypeError: an integer is required".)
 UNFUSED = PIPELINE + ("    - {type: MapToFields, input: data,"
@@ -169,6 +178,9 @@ def test_a_fused_run_gives_what_the_two_transforms_give(tmp_path, census):
     assert _manifest(tmp_path / "fused") == _manifest(tmp_path / "unfused")
     assert _counts(fused.stdout) == _counts(unfused.stdout)
     assert "t: 25000 rows in" in fused.stdout
+    chain = _run(tmp_path / "chain", census, CHAIN)
+    assert chain.returncode == 0, chain.stderr
+    assert _manifest(tmp_path / "chain") == _manifest(tmp_path / "fused")
 
 
 def test_a_line_that_does_not_parse_fails_as_it_does_unfused(tmp_path, census):

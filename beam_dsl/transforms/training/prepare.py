@@ -61,6 +61,7 @@ LINES_PER_FRAME = _DEFAULT_LINES_CHUNKSIZE
 
 _LOG = logging.getLogger(__name__)
 
+
 class Counters:
     """The transform's Beam counters, ``beam_dsl:<name>.<what>``."""
 
@@ -77,7 +78,7 @@ def tagged(tag: str, value: Any) -> tuple[str, Any]:
     return (tag, value)
 
 
-def _report(plan: Plan, prepared: Prepared, counters: "Counters") -> Iterator[Any]:
+def _report(plan: Plan, prepared: Prepared, counters: Counters) -> Iterator[Any]:
     """Counts a prepared chunk's rows and yields its ``errors`` rows."""
     counters.rows_in.inc(prepared.rows)
     counters.filtered.inc(prepared.filtered)
@@ -144,7 +145,7 @@ class _Preparer:
             self._chunks.popleft()[1].cancel()
 
     def outputs(
-        self, counters: "Counters", grouped: bool = False
+        self, counters: Counters, grouped: bool = False
     ) -> Iterator[tuple[Any, BoundedWindow]]:
         """Everything prepared, as outputs with their windows, once every chunk is.
         ``grouped``: these are all the rows (no GroupByKey follows): each ``keyed`` is

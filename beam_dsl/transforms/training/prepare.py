@@ -22,7 +22,7 @@ DaskRunner mixes up tagged outputs. Semantics are described in
 
 import logging
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -97,7 +97,9 @@ class _Preparer:
     Frames (:meth:`add`) are gathered into chunks of :data:`CHUNK_ROWS` rows; a
     full chunk goes when the next frame comes, so that the last one, which the
     fits wait for, is split over the workers. :meth:`add_job` takes a chunk a
-    worker prepares already (a part of a CSV file)."""
+    worker prepares already (a part of a CSV file). :meth:`outputs` closes the
+    pool once every chunk is prepared, so that its workers are gone (memory
+    and cores freed) before Fit starts."""
 
     def __init__(self, plan: Plan, pool: workers.WorkerPool | None):
         self._plan = plan
@@ -163,6 +165,8 @@ class _Preparer:
             labels[window] |= prepared.labels
             for key, part in prepared.parts:
                 parts[window][key].append(part)
+        if self._pool is not None:  # its workers go before Fit's start
+            self._pool.close()
         for window, by_key in parts.items():
             classes = union([labels[window]])
             for key, packed in by_key.items():
@@ -170,16 +174,6 @@ class _Preparer:
                 yield tagged("keyed", value), window
         for window, found in labels.items():
             yield tagged("labels", found), window
-
-
-def _closing(pool: workers.WorkerPool | None, outputs: Callable[[], Iterable[Any]]) -> list:
-    """Every output of a Prepare, made with ``pool``, which is closed before they go on:
-    its workers are gone (memory and cores freed) before Fit's start."""
-    try:
-        return list(outputs())
-    finally:
-        if pool is not None:
-            pool.close()
 
 
 def _pool_if(in_workers: bool, plan: Plan, processes: int | None) -> workers.WorkerPool | None:
@@ -225,7 +219,7 @@ class PrepareFrames(FrameDoFn):
         yield from ()
 
     def finish_frames(self) -> Iterator[tuple[Any, BoundedWindow]]:
-        yield from _closing(self._pool, lambda: self._preparer.outputs(self._counters))
+        yield from self._preparer.outputs(self._counters)
 
 
 def _prepares_in_workers(plan: Plan, processes: int | None) -> bool:
@@ -262,9 +256,7 @@ class ReadAndPrepare(beam.DoFn):
 
     def process(self, _, window=beam.DoFn.WindowParam):
         pool = _pool_if(self._in_workers, self._plan, self._processes)
-        outputs = _closing(pool, lambda: self._read(pool, window).outputs(
-            self._counters, grouped=True))
-        for value, _ in outputs:
+        for value, _ in self._read(pool, window).outputs(self._counters, grouped=True):
             yield value
 
     def _read(self, pool: workers.WorkerPool | None, window: BoundedWindow) -> _Preparer:

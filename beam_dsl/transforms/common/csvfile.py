@@ -103,9 +103,9 @@ class CsvFile:
         order, each as soon as the scan has found its end; :class:`Diverged` (perhaps
         after some) where a line may not be one record, or the file has none."""
         if not _plain_sep(self.kwargs):
-            raise Diverged("a separator pandas reads as a pattern")
+            raise Diverged("its separator is one pandas reads as a pattern")
         if not isinstance(self.proxy().index, pd.RangeIndex):
-            raise Diverged("the first column is the index")  # pandas decides per read
+            raise Diverged("its first column is an index")  # pandas decides per read
         declined = _DECLINED + ((self.kwargs["comment"].encode(),)
                                 if self.kwargs.get("comment") else ())
         with open(self.path, "rb") as f:
@@ -124,7 +124,7 @@ class CsvFile:
             if len(group) > 1:
                 yield Part(header, group[0], group[-1], stamp)
             elif not per:
-                raise Diverged("no records")
+                raise Diverged("it has no records")
 
 
 # A part holds at most this many frames (200,000 records at Beam's 10,000 a frame).
@@ -147,9 +147,9 @@ def _scan(f: Any, lines: int, declined: tuple[bytes, ...]) -> tuple[bytes, Itera
     be one record."""
     buffer = f.read(_BLOCK)
     newline = buffer.find(b"\n")
-    if newline < 0 or not buffer[:newline].strip(b" \t\r\xef\xbb\xbf") or _declined(
-            buffer, 0, newline + 1, declined):
-        raise Diverged("no header line, a blank one, or one that may not be one record")
+    if newline < 0 or not buffer[:newline].strip(b" \t\r\xef\xbb\xbf"):
+        raise Diverged("it has no header line, or a blank one")
+    _check(buffer, 0, newline + 1, declined)
     return buffer[: newline + 1], _bounds(f, buffer, newline + 1, lines, declined)
 
 
@@ -160,8 +160,7 @@ def _bounds(f: Any, buffer: bytes, at: int, lines: int, declined: tuple[bytes, .
         more = f.read(_BLOCK)
         # Whole lines only, but for the file's last line, which may have no line break.
         cut = max(at, buffer.rfind(b"\n", at) + 1) if more else len(buffer)
-        if _declined(buffer, at, cut, declined):
-            raise Diverged("a byte that may make a line other than one record")
+        _check(buffer, at, cut, declined)
         while at < cut:
             if skip == 0:
                 yield base + at
@@ -174,12 +173,15 @@ def _bounds(f: Any, buffer: bytes, at: int, lines: int, declined: tuple[bytes, .
         buffer, base, at = buffer[at:] + more, base + at, 0
 
 
-def _declined(data: bytes, lo: int, hi: int, declined: tuple[bytes, ...]) -> bool:
-    """Whether ``data[lo:hi]`` holds a byte that may make a line other than one record
-    (a carriage return not before a line break included)."""
-    return any(data.find(d, lo, hi) >= 0 for d in declined) or (
-        data.find(b"\r", lo, hi) >= 0
-        and data.count(b"\r", lo, hi) != data.count(b"\r\n", lo, hi))
+def _check(data: bytes, lo: int, hi: int, declined: tuple[bytes, ...]) -> None:
+    """:class:`Diverged` where ``data[lo:hi]`` holds a byte that may make a line other
+    than one record (a carriage return not before a line break included)."""
+    for byte in declined:
+        if data.find(byte, lo, hi) >= 0:
+            raise Diverged(f"it holds {byte.decode()!r}: a line may not be one record")
+    if data.find(b"\r", lo, hi) >= 0 and data.count(b"\r", lo, hi) != data.count(
+            b"\r\n", lo, hi):
+        raise Diverged("it holds a carriage return that ends a line alone")
 
 
 def _after_breaks(data: bytes, at: int, n: int, end: int) -> tuple[int, int]:
@@ -207,7 +209,7 @@ def read_part(csv: CsvFile, part: Part, lines: int) -> list[pd.DataFrame]:
     fd = os.open(csv.path, os.O_RDONLY)
     try:
         if _stamp(fd) != part.stamp:
-            raise Diverged(f"{csv.path} changed while it was read")
+            raise Diverged("it changed while it was read")
         body = os.pread(fd, part.end - part.start, part.start)
     finally:
         os.close(fd)
@@ -215,13 +217,13 @@ def read_part(csv: CsvFile, part: Part, lines: int) -> list[pd.DataFrame]:
     frames = []
     for frame in pd.read_csv(io.BytesIO(part.header + body), chunksize=lines, **csv.kwargs):
         if list(frame.columns) != columns or not isinstance(frame.index, pd.RangeIndex):
-            raise Diverged(f"bytes {part.start}-{part.end} of {csv.path} do not read as "
-                           "the whole file does")
+            raise Diverged(f"bytes {part.start}-{part.end} do not read as the whole "
+                           "file does")
         frames.append(csv.typed(frame))
     # A line pandas skipped (blank, or spaces and tabs only) is not a record: the frames
     # would start elsewhere than Beam's.
     records = body.count(b"\n") + (not body.endswith(b"\n"))
     if sum(map(len, frames)) != records:
-        raise Diverged(f"bytes {part.start}-{part.end} of {csv.path} hold lines that are "
-                       "not records")
+        raise Diverged(f"bytes {part.start}-{part.end} hold lines that are not records "
+                       "(blank, or spaces and tabs only)")
     return frames

@@ -273,8 +273,8 @@ class ReadAndPrepare(beam.DoFn):
             if failed is None:
                 return preparer
             preparer.cancel()
-            _LOG.info("TRAIN %s reads %s in one process: %s", self._plan.config.name,
-                      self._csv.path, failed)
+            _LOG.info("TRAIN %s reads %s in its own process, not in parts: %s",
+                      self._plan.config.name, self._csv.path, failed)
         preparer = _Preparer(self._plan, pool)
         frames = self._csv.frames(LINES_PER_FRAME)
         while True:

@@ -8,6 +8,8 @@ transforms do.
 * End to end, in subprocesses with two worker processes: the census data with broken
   rows, 25,000 rows (three of Beam's frames), run fused and unfused (the read also
   feeding a MapToFields): the same metrics, errors, models (their sha256) and counts.
+* A file with quoted fields is read whole (a quoted field may hold a line break): the
+  same outputs again, and the run says why.
 * A line pandas cannot parse in the third frame fails the run with the error it gives
   unfused, line number included, and names the ReadFromCsv (Beam's reader names no
   step).
@@ -15,13 +17,16 @@ transforms do.
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import io
 import json
 import os
 import subprocess
 import sys
 import textwrap
 
+import pandas as pd
 import pytest
 
 from beam_dsl.run_start import TRAIN_READING_CSV, fuse_csv_reads
@@ -181,6 +186,20 @@ def test_a_fused_run_gives_what_the_two_transforms_give(tmp_path, census):
     chain = _run(tmp_path / "chain", census, CHAIN)
     assert chain.returncode == 0, chain.stderr
     assert _manifest(tmp_path / "chain") == _manifest(tmp_path / "fused")
+
+
+def test_a_quoted_file_is_read_whole_and_gives_what_the_two_transforms_give(tmp_path, census):
+    """Every text field quoted: a quoted field may hold a line break, so the TRAIN reads
+    the file in its own process, as Beam's reader does, and says why."""
+    quoted = pd.read_csv(io.BytesIO(census)).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC)
+    fused = _run(tmp_path / "fused", quoted.encode(), PIPELINE)
+    unfused = _run(tmp_path / "unfused", quoted.encode(), UNFUSED)
+    assert fused.returncode == 0 and unfused.returncode == 0, fused.stderr + unfused.stderr
+    assert "reads" in fused.stderr and "not in parts: it holds '\"'" in fused.stderr
+    for prefix in ("metrics", "errors"):
+        assert _lines(tmp_path / "fused", prefix) == _lines(tmp_path / "unfused", prefix)
+    assert _manifest(tmp_path / "fused") == _manifest(tmp_path / "unfused")
+    assert _counts(fused.stdout) == _counts(unfused.stdout)
 
 
 def test_a_line_that_does_not_parse_fails_as_it_does_unfused(tmp_path, census):

@@ -149,16 +149,21 @@ _CSV_OPTIONS = {"path": "path", "delimiter": "sep", "comment": "comment"}  # as 
 _GLOB = set("*?[")
 
 
-def fuse_csv_reads(pipeline: Any, trains: set[str]) -> list[str]:
+def fuse_csv_reads(spec: Any, trains: set[str]) -> list[str]:
     """Where a ReadFromCsv of one local file feeds a TRAIN (a use of a type in ``trains``)
     and nothing else, the TRAIN reads the file itself: the two become one transform of
     type :data:`TRAIN_READING_CSV`, which gives the TRAIN the rows ReadFromCsv would,
     read part by part in its worker processes
     (:meth:`~beam_dsl.transforms.training.transform.TrainModels.reading_csv`). For the
-    in-process runner. ``pipeline`` is the compiled file's ``pipeline:`` as Beam YAML
-    loaded it: a composite, or a chain whose first transform is the read and second the
-    TRAIN; it is changed in place. Returns the fused TRAINs' names."""
+    in-process runner. ``spec`` is the compiled file as Beam YAML loaded it; its
+    ``pipeline:`` (a composite, or a chain whose first transform is the read and second
+    the TRAIN) is changed in place. Nothing is fused where the file's ``providers:``
+    give a ReadFromCsv of their own. Returns the fused TRAINs' names."""
+    pipeline = spec.get("pipeline") if isinstance(spec, dict) else None
     if not isinstance(pipeline, dict) or not isinstance(pipeline.get("transforms"), list):
+        return []
+    if any(isinstance(p, dict) and "ReadFromCsv" in (p.get("transforms") or ())
+           for p in spec.get("providers") or ()):
         return []
     transforms = pipeline["transforms"]
     kind = pipeline.get("type", "composite")

@@ -421,7 +421,7 @@ def run_pipeline(
         name_spec_transforms(spec["pipeline"], set(compilation.defs))
         if runner in IN_PROCESS and options.view_as(DirectOptions).direct_running_mode == (
                 "in_memory"):
-            fuse_csv_reads(spec["pipeline"], _train_types(compilation))
+            fuse_csv_reads(spec, _train_types(compilation))
         yaml_transform.expand_pipeline(pipeline, spec, providers=_runner_providers(runner))
         counted, trains = _spec_transforms(pipeline)
         with _progress(progress):

@@ -55,7 +55,7 @@ def here(tmp_path, monkeypatch):
 def test_a_read_that_only_a_train_reads_is_fused(here):
     pipeline = {"type": "composite", "transforms": [
         _read(delimiter=","), _train(), {"type": "WriteToJson", "input": "t"}]}
-    assert fuse_csv_reads(pipeline, {"t"}) == ["t"]
+    assert fuse_csv_reads({"pipeline": pipeline}, {"t"}) == ["t"]
     fused, write = pipeline["transforms"]
     assert fused["type"] == TRAIN_READING_CSV and "input" not in fused
     assert fused["config"] == {"csv": {"path": "data.csv", "sep": ","}, "read": "data",
@@ -67,7 +67,7 @@ def test_a_chain_starting_with_the_read_and_the_train_is_fused(here):
     pipeline = {"type": "chain", "transforms": [
         {"type": "ReadFromCsv", "config": {"path": "data.csv"}},
         {"type": "t", "config": {"name": "t"}}, {"type": "WriteToJson"}]}
-    assert fuse_csv_reads(pipeline, {"t"}) == ["t"]
+    assert fuse_csv_reads({"pipeline": pipeline}, {"t"}) == ["t"]
     assert [t["type"] for t in pipeline["transforms"]] == [TRAIN_READING_CSV, "WriteToJson"]
 
 
@@ -86,14 +86,21 @@ def test_a_chain_starting_with_the_read_and_the_train_is_fused(here):
 def test_other_pipelines_are_left_as_they_are(here, transforms):
     pipeline = {"type": "composite", "transforms": transforms}
     before = json.dumps(pipeline, sort_keys=True)
-    assert fuse_csv_reads(pipeline, {"t"}) == []
+    assert fuse_csv_reads({"pipeline": pipeline}, {"t"}) == []
     assert json.dumps(pipeline, sort_keys=True) == before
+
+
+def test_a_readfromcsv_of_the_files_own_providers_is_left_as_it_is(here):
+    pipeline = {"type": "composite", "transforms": [_read(), _train()]}
+    providers = [{"type": "python", "config": {}, "transforms": {"ReadFromCsv": "my.Reader"}}]
+    assert fuse_csv_reads({"pipeline": pipeline, "providers": providers}, {"t"}) == []
+    assert pipeline["transforms"][0]["type"] == "ReadFromCsv"
 
 
 def test_the_output_of_a_composite_counts_as_a_reader(here):
     pipeline = {"type": "composite", "transforms": [_read(), _train()],
                 "output": {"rows": "data"}}
-    assert fuse_csv_reads(pipeline, {"t"}) == []
+    assert fuse_csv_reads({"pipeline": pipeline}, {"t"}) == []
 
 
 # ---------------------------------------------------------------- end to end

@@ -188,3 +188,15 @@ def test_parts_start_at_frames_and_cover_the_file(tmp_path):
     assert {p.header for p in parts} == {b"h\n"}
     assert [data[p.start:p.end].count(b"\n") for p in parts] == [15, 8]
     assert parts[0].start == 2 and parts[-1].end == len(data)
+
+
+def test_a_part_takes_no_frame_more_once_it_has_part_bytes(tmp_path, monkeypatch):
+    from beam_dsl.transforms.common import csvfile
+
+    data = b"h\n" + b"".join(b"%d\n" % i for i in range(23))
+    csv = CsvFile.open(_write(tmp_path / "d.csv", data))
+    # Frames of 5 records: 10, 10, 15, 15 and 9 bytes; a part stops at 12 bytes or more.
+    monkeypatch.setattr(csvfile, "PART_BYTES", 12)
+    parts = list(csv.parts(5, 1))
+    assert [data[p.start:p.end].count(b"\n") for p in parts] == [10, 5, 5, 3]
+    _same_frames([f for p in parts for f in read_part(csv, p, 5)], list(csv.frames(5)))

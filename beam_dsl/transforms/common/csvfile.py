@@ -99,7 +99,8 @@ class CsvFile:
 
     def parts(self, lines: int, count: int) -> Iterator[Part]:
         """The file in about ``count`` byte ranges (at most :data:`PART_FRAMES` frames of
-        ``lines`` records each), each starting at a multiple of ``lines`` records, in
+        ``lines`` records each, and no frame more once :data:`PART_BYTES` bytes are
+        reached), each starting at a multiple of ``lines`` records, in
         order, each as soon as the scan has found its end; :class:`Diverged` (perhaps
         after some) where a line may not be one record, or the file has none."""
         if not _plain_sep(self.kwargs):
@@ -118,7 +119,7 @@ class CsvFile:
                     frames = (stamp[0] - first) / max(1, bound - first)
                     per = max(1, min(PART_FRAMES, math.ceil(frames / max(count, 1))))
                 group.append(bound)
-                if len(group) > per:
+                if len(group) > per or group[-1] - group[0] >= PART_BYTES:
                     yield Part(header, group[0], group[-1], stamp)
                     group = group[-1:]
             if len(group) > 1:
@@ -127,8 +128,11 @@ class CsvFile:
                 raise Diverged("it has no records")
 
 
-# A part holds at most this many frames (200,000 records at Beam's 10,000 a frame).
+# A part holds at most this many frames (200,000 records at Beam's 10,000 a frame), and
+# no more frames once it has this many bytes (wide rows: a worker holds a part's bytes and
+# frames at once).
 PART_FRAMES = 20
+PART_BYTES = 1 << 26
 
 
 def _plain_sep(kwargs: dict[str, Any]) -> bool:

@@ -60,29 +60,29 @@ class Part:
 
 @dataclass(frozen=True)
 class CsvFile:
-    """A local CSV file and the pandas arguments Beam's ReadFromCsv passes (``sep`` for
-    ``delimiter``, ``comment``), with the columns that are text in its first rows."""
+    """A local CSV file, the pandas arguments Beam's ReadFromCsv passes (``sep`` for
+    ``delimiter``, ``comment``) and its sample: the first rows' columns, dtypes and index
+    as pandas read them, without the rows (read once, by :meth:`open`)."""
 
     path: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    text_columns: tuple[str, ...] = ()
+    kwargs: dict[str, Any]
+    sample: pd.DataFrame = field(compare=False, repr=False)
 
     @classmethod
     def open(cls, path: str, **kwargs: Any) -> CsvFile:
-        """The file at ``path`` (made absolute), its text columns read from its sample."""
-        csv = cls(os.path.abspath(path), kwargs)
-        # Compared as Beam's ReadViaPandas compares.
-        text = tuple(c for c, t in csv._first_rows().dtypes.items() if t == object)  # noqa: E721
-        return cls(csv.path, kwargs, text)
+        """The file at ``path`` (made absolute) and its sample."""
+        with open(path, "rb") as f, pd.read_csv(f, chunksize=SAMPLE_ROWS, **kwargs) as stream:
+            sample = next(stream)[:0]
+        return cls(os.path.abspath(path), kwargs, sample)
 
-    def _first_rows(self) -> pd.DataFrame:
-        with open(self.path, "rb") as f, pd.read_csv(
-                f, chunksize=SAMPLE_ROWS, **self.kwargs) as stream:
-            return next(stream)
+    @property
+    def text_columns(self) -> list[str]:
+        """The columns that are text in the sample (compared as Beam's ReadViaPandas does)."""
+        return [c for c, t in self.sample.dtypes.items() if t == object]  # noqa: E721
 
     def proxy(self) -> pd.DataFrame:
         """No rows, the columns and dtypes of Beam's reader (its schema comes from them)."""
-        return self.typed(self._first_rows()[:0])
+        return self.typed(self.sample.copy())
 
     def typed(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``frame`` with the sample's text columns made pandas strings, as Beam's reader
@@ -105,7 +105,7 @@ class CsvFile:
         after some) where a line may not be one record, or the file has none."""
         if not _plain_sep(self.kwargs):
             raise Diverged("its separator is one pandas reads as a pattern")
-        if not isinstance(self.proxy().index, pd.RangeIndex):
+        if not isinstance(self.sample.index, pd.RangeIndex):
             raise Diverged("its first column is an index")  # pandas decides per read
         declined = _DECLINED + ((self.kwargs["comment"].encode(),)
                                 if self.kwargs.get("comment") else ())
@@ -217,7 +217,7 @@ def read_part(csv: CsvFile, part: Part, lines: int) -> list[pd.DataFrame]:
         body = os.pread(fd, part.end - part.start, part.start)
     finally:
         os.close(fd)
-    columns = list(csv.proxy().columns)
+    columns = list(csv.sample.columns)
     frames = []
     for frame in pd.read_csv(io.BytesIO(part.header + body), chunksize=lines, **csv.kwargs):
         if list(frame.columns) != columns or not isinstance(frame.index, pd.RangeIndex):

@@ -332,8 +332,6 @@ def union(label_sets: Iterable[Iterable[Any]]) -> list:
     return sorted(out)
 
 
-
-
 def prepare_groups(rows: beam.PCollection, plan: Plan) -> beam.PCollection:
     """Prepare for runners without batched DoFns or finish_bundle outputs: rows grouped
     by key first, each key's rows one frame."""

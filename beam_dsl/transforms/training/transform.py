@@ -397,24 +397,18 @@ class TrainModels(SpecTransform):
         return run
 
     def expand(self, rows: beam.PCollection) -> dict[str, beam.PCollection]:
-        if self._csv is not None:  # rows is the pipeline's start
-            return self._expand(rows, element_typehint_from_dataframe_proxy(self._csv.proxy()))
-        return self._expand(rows, rows.element_type)
-
-    def _expand(self, rows: Any, element_type: Any) -> dict[str, beam.PCollection]:
+        # Reading its file, the TRAIN starts the pipeline: ``rows`` is its start.
+        element_type = rows.element_type if self._csv is None else (
+            element_typehint_from_dataframe_proxy(self._csv.proxy()))
         fields = schema_fields(element_type)
         if fields is None:
             raise self.config.error(
-                "E430", f"TRAIN needs rows with a schema; its input has type {rows.element_type}",
+                "E430", f"TRAIN needs rows with a schema; its input has type {element_type}",
                 hint="read with ReadFromCsv/ReadFromParquet, or produce beam.Row",
             )
         plan = make_plan(self.config, fields, self._task, self._begin_run(), self._imported)
         processes = self.config.fit_workers or worker_processes(rows.pipeline)
-        if self._csv is not None:
-            staged = (rows | "File" >> beam.Create([None])
-                      | "Prepare" >> beam.ParDo(
-                          ReadAndPrepare(plan, self._csv, self._source, processes)))
-        else:
+        if self._csv is None:
             staged, processes = by_runner(
                 rows,
                 batched=lambda: (rows | "Prepare" >> beam.ParDo(
@@ -422,15 +416,19 @@ class TrainModels(SpecTransform):
                 # There the runner has worker processes of its own (Dask's).
                 portable=lambda: (prepare_groups(rows, plan), 1),
             )
+            keyed = select(staged, "keyed", "Keyed") | "GroupByKey" >> beam.GroupByKey()
+        else:  # one Prepare sees every row: its keys come grouped, with the classes, and
+            # Fit fuses with it (the parts never go through the runner's shuffle)
+            staged = (rows | "File" >> beam.Create([None])
+                      | "Prepare" >> beam.ParDo(
+                          ReadAndPrepare(plan, self._csv, self._source, processes)))
+            keyed = select(staged, "keyed", "Keyed")
         # Side inputs, not combines: Beam's DaskRunner mishandles CombineGlobally.
         classes = beam.pvalue.AsList(select(staged, "labels", "Labels"))
-        keyed = select(staged, "keyed", "Keyed")
-        if self._csv is None:
-            fit = beam.ParDo(_Fit(plan, processes), classes=classes)
-            keyed = keyed | "GroupByKey" >> beam.GroupByKey()
-        else:  # one Prepare saw every row: its keys come grouped, with the classes, and
-            # Fit fuses with it (the parts never go through the runner's shuffle)
-            fit = beam.ParDo(_Fit(plan, processes))
+        # Not after a Prepare that sees every row: a side input would keep Fit out of its
+        # stage, and its keys bring the classes.
+        side = {"classes": classes} if self._csv is None else {}
+        fit = beam.ParDo(_Fit(plan, processes), **side)
         if self.config.resource_hints:
             fit = fit.with_resource_hints(**self.config.resource_hints)
         results = keyed | "Fit" >> fit

@@ -171,16 +171,11 @@ class WorkerPool:
             raise NotShippable(f"{type(e).__name__}: {e}") from None
         return self._executor.submit(_run, payload)
 
-    def close(self) -> None:
-        """Cancels the jobs not started, waits for the running ones and stops the workers."""
+    def close(self, wait: bool = True) -> None:
+        """Cancels the jobs not started and stops the workers: after the running jobs, or
+        where not ``wait``, at once, running jobs and all."""
         _OPEN.discard(self)
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        self._lifeline.close()
-
-    def abandon(self) -> None:
-        """Stops the workers at once, running jobs and all."""
-        _OPEN.discard(self)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=wait, cancel_futures=True)
         self._lifeline.close()  # each worker exits when it sees the pipe close
 
 
@@ -196,7 +191,7 @@ def _abandon_open_pools() -> None:
     by the interpreter's teardown, does not run where ``python -m beam_dsl`` ends with
     ``os._exit``)."""
     for pool in list(_OPEN):
-        pool.abandon()
+        pool.close(wait=False)
 
 
 atexit.register(_abandon_open_pools)

@@ -12,7 +12,7 @@ are their families' (:mod:`~beam_dsl.transforms.training.metrics`,
 import hashlib
 import importlib
 import pickle
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,8 +258,7 @@ def prepare_chunk(plan: Plan, frame: pd.DataFrame) -> Prepared:
         typed = typed[~bad]
     label = plan.config.label
     labels = set(typed[label].unique().tolist()) if plan.task == "classification" else set()
-    parts = [(key, pack(part)) for key, part in _by_key(plan, typed)]
-    return Prepared(rows, filtered, frame[bad], reasons[bad], labels, parts)
+    return Prepared(rows, filtered, frame[bad], reasons[bad], labels, _parts(plan, typed))
 
 
 def read_and_prepare(plan: Plan, csv: CsvFile, part: Part, lines: int) -> Prepared:
@@ -271,25 +270,79 @@ def read_and_prepare(plan: Plan, csv: CsvFile, part: Part, lines: int) -> Prepar
                          else frames[0])
 
 
-def _by_key(plan: Plan, typed: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame]]:
-    """The features and label of ``typed``, split by key."""
-    values = typed[[*plan.features, plan.config.label]]
+def _parts(plan: Plan, typed: pd.DataFrame) -> list[tuple[tuple, bytes]]:
+    """The usable rows of a chunk (``typed``) split by key, each key's packed (:func:`pack`):
+    their holdout hashes and their feature and label columns, in the plan's order."""
+    columns = [_coded(typed[n]) for n in [*plan.features, plan.config.label]]
+    hashes = row_hashes(pd.DataFrame({i: _values(c) for i, c in enumerate(columns)},
+                                     copy=False), plan.config.seed)
     if not plan.config.per:
-        yield (), values
-        return
-    for key, part in values.groupby([typed[c] for c in plan.config.per], sort=False):
-        yield tuple(_plain(k) for k in key), part
+        return [((), pack(hashes, columns))]
+    groups = typed.groupby([typed[c] for c in plan.config.per], sort=False).indices
+    return [
+        (tuple(_plain(k) for k in (key if len(plan.config.per) > 1 else (key,))),
+         pack(hashes[rows], [_take(c, rows) for c in columns]))
+        for key, rows in groups.items()
+    ]
 
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def pack(part: pd.DataFrame) -> bytes:
-    """Some of a key's rows as they travel from Prepare to the key's fit: pickled once, by
-    the process that prepared them, so that the shuffle and the trip to a worker process
-    move bytes (encoding frames there cost as much again); :func:`fit_key` unpickles."""
-    return pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)
+# A column of a part: its values, or a text column's distinct values and each row's code
+# (pickled, codes are a copy of bytes; strings are a pickle operation each, though they
+# repeat).
+Column = np.ndarray | tuple[np.ndarray, np.ndarray]
+
+
+def _coded(values: pd.Series) -> Column:
+    """A chunk's column as parts carry it: text as its distinct values and codes."""
+    if values.dtype != object:
+        return values.to_numpy()
+    codes, distinct = pd.factorize(values.to_numpy())
+    if len(codes) and codes.min() < 0:  # a missing value (none in usable rows): as it is
+        return values.to_numpy()
+    return distinct, codes.astype(np.min_scalar_type(max(len(distinct) - 1, 0)))
+
+
+def _take(column: Column, rows: np.ndarray) -> Column:
+    """Some rows of a chunk's column; a text column's values themselves where the part has
+    fewer rows than the chunk has distinct values (a column of ids, say)."""
+    if not isinstance(column, tuple):
+        return column[rows]
+    distinct, codes = column
+    return (distinct, codes[rows]) if len(distinct) <= len(rows) else distinct[codes[rows]]
+
+
+def _values(column: Column) -> Any:
+    """A column's values (a text column's as a Categorical, which hashes as its values)."""
+    if not isinstance(column, tuple):
+        return column
+    return pd.Categorical.from_codes(column[1], pd.Index(column[0], dtype=object))
+
+
+def pack(hashes: np.ndarray, columns: Sequence[Column]) -> bytes:
+    """Some of a key's rows as they travel from Prepare to the key's fit: their holdout
+    hashes (:func:`row_hashes`) and their feature and label columns (:data:`Column`),
+    pickled once, by the process that prepared them, so that the shuffle and the trip to
+    a worker process move bytes; :func:`unpack` joins a key's parts. Arrays, not frames:
+    a key's rows come in a part per chunk, and each frame costs a fixed ~0.2 ms more to
+    unpickle and join."""
+    return pickle.dumps((hashes, list(columns)), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack(plan: Plan, parts: Sequence[bytes]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A key's rows from its parts (:func:`pack`, this run's own bytes): their holdout
+    hashes and their columns' values by name."""
+    loaded = [pickle.loads(part) for part in parts]
+    hashes = np.concatenate([h for h, _ in loaded])
+    columns = [np.concatenate([c[0][c[1]] if isinstance(c, tuple) else c for c in column])
+               for column in zip(*(c for _, c in loaded), strict=True)]
+    # Each with numpy's own dtype, not one unpickled (which a model's arrays would keep,
+    # and a pickled model's bytes would then depend on how its rows came in parts).
+    columns = [c.view(np.dtype(c.dtype.str)) for c in columns]
+    return hashes, dict(zip([*plan.features, plan.config.label], columns, strict=True))
 
 
 # ---------------------------------------------------------------- holdout, one key
@@ -297,6 +350,20 @@ def pack(part: pd.DataFrame) -> bytes:
 
 def _seed_key(seed: int) -> str:
     return hashlib.sha256(str(seed).encode()).hexdigest()[:16]
+
+
+def row_hashes(frame: pd.DataFrame, seed: int) -> np.ndarray:
+    """A seeded hash of each row's values (its columns in order), the holdout's order: the
+    same for a row whatever rows are hashed with it, so Prepare hashes whole chunks."""
+    return pd.util.hash_pandas_object(frame, index=False, hash_key=_seed_key(seed)).to_numpy()
+
+
+def holdout_rows(hashes: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, holdout) positions: rows ordered by their hashes (:func:`row_hashes`; ties
+    in arrival order), the first ``fraction`` held out. At least one row trains."""
+    order = np.argsort(hashes, kind="stable")
+    held = min(int(round(len(hashes) * fraction)), max(len(hashes) - 1, 0))
+    return order[held:], order[:held]
 
 
 def split_holdout(
@@ -307,10 +374,8 @@ def split_holdout(
     The order depends only on the values of ``frame``'s columns and the seed,
     so the split is the same however rows arrived. At least one row trains.
     """
-    hashes = pd.util.hash_pandas_object(frame, index=False, hash_key=_seed_key(seed))
-    order = np.argsort(hashes.to_numpy(), kind="stable")
-    held = min(int(round(len(frame) * fraction)), max(len(frame) - 1, 0))
-    return frame.iloc[order[held:]], frame.iloc[order[:held]]
+    train, held = holdout_rows(row_hashes(frame, seed), fraction)
+    return frame.iloc[train], frame.iloc[held]
 
 
 def fit_key(
@@ -325,18 +390,21 @@ def fit_key(
     ``model`` (its file's bytes, in SAVE TO's format). Writes nothing, so that it can run
     in a worker process; :func:`save_key` writes the model."""
     c = plan.config
-    frames = [pickle.loads(part) for part in parts]  # this run's own bytes (pack)
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    del frames
-    result: dict[str, Any] = {"key": key, "rows": len(frame)}
-    if len(frame) < c.min_rows:
-        return {**result, "skipped": f"{len(frame)} rows, fewer than MIN ROWS {c.min_rows}"}
-    train, held = split_holdout(frame[[*plan.features, c.label]], c.holdout, c.seed)
+    hashes, columns = unpack(plan, parts)
+    result: dict[str, Any] = {"key": key, "rows": len(hashes)}
+    if len(hashes) < c.min_rows:
+        return {**result, "skipped": f"{len(hashes)} rows, fewer than MIN ROWS {c.min_rows}"}
+    train, held = holdout_rows(hashes, c.holdout)
+    label = columns.pop(c.label)
+
+    def rows(at: np.ndarray) -> tuple[pd.DataFrame, pd.Series]:
+        return (pd.DataFrame({n: v[at] for n, v in columns.items()}, copy=False),
+                pd.Series(label[at], name=c.label))
+
     model = plan.make_pipeline(estimator)
-    features = list(plan.features)
     try:
-        model.fit(train[features], train[c.label])
-        scores = metrics.score(plan.metrics, model, held[features], held[c.label], classes)
+        model.fit(*rows(train))
+        scores = metrics.score(plan.metrics, model, *rows(held), classes)
     except Exception as e:  # a key's data the estimator cannot fit: report, do not crash
         return {**result, "skipped": f"fit failed: {type(e).__name__}: {e}"}
     result.update(train_rows=len(train), holdout_rows=len(held), metrics=scores)

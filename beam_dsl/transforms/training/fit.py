@@ -279,10 +279,16 @@ def _parts(plan: Plan, typed: pd.DataFrame) -> list[tuple[tuple, bytes]]:
     if not plan.config.per:
         return [((), pack(hashes, columns))]
     groups = typed.groupby([typed[c] for c in plan.config.per], sort=False).indices
+    if not groups:
+        return []
+    # The rows key after key, so that each key's are a slice of every column.
+    order = np.concatenate(list(groups.values()))
+    hashes, columns = hashes[order], [_take(c, order) for c in columns]
+    ends = np.cumsum([len(rows) for rows in groups.values()]).tolist()
     return [
         (tuple(_plain(k) for k in (key if len(plan.config.per) > 1 else (key,))),
-         pack(hashes[rows], [_take(c, rows) for c in columns]))
-        for key, rows in groups.items()
+         pack(hashes[start:end], [_take(c, slice(start, end)) for c in columns]))
+        for key, start, end in zip(groups, [0, *ends], ends, strict=False)
     ]
 
 
@@ -290,9 +296,7 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-# A column of a part: its values, or a text column's distinct values and each row's code
-# (pickled, codes are a copy of bytes; strings are a pickle operation each, though they
-# repeat).
+# A column of a chunk: its values, or a text column's distinct values and each row's code.
 Column = np.ndarray | tuple[np.ndarray, np.ndarray]
 
 
@@ -306,13 +310,10 @@ def _coded(values: pd.Series) -> Column:
     return distinct, codes.astype(np.min_scalar_type(max(len(distinct) - 1, 0)))
 
 
-def _take(column: Column, rows: np.ndarray) -> Column:
-    """Some rows of a chunk's column; a text column's values themselves where the part has
-    fewer rows than the chunk has distinct values (a column of ids, say)."""
-    if not isinstance(column, tuple):
-        return column[rows]
-    distinct, codes = column
-    return (distinct, codes[rows]) if len(distinct) <= len(rows) else distinct[codes[rows]]
+def _take(column: Column, rows: np.ndarray | slice) -> Column:
+    if isinstance(column, tuple):
+        return column[0], column[1][rows]
+    return column[rows]
 
 
 def _values(column: Column) -> Any:
@@ -324,25 +325,43 @@ def _values(column: Column) -> Any:
 
 def pack(hashes: np.ndarray, columns: Sequence[Column]) -> bytes:
     """Some of a key's rows as they travel from Prepare to the key's fit: their holdout
-    hashes (:func:`row_hashes`) and their feature and label columns (:data:`Column`),
-    pickled once, by the process that prepared them, so that the shuffle and the trip to
-    a worker process move bytes; :func:`unpack` joins a key's parts. Arrays, not frames:
-    a key's rows come in a part per chunk, and each frame costs a fixed ~0.2 ms more to
-    unpickle and join."""
-    return pickle.dumps((hashes, list(columns)), protocol=pickle.HIGHEST_PROTOCOL)
+    hashes (:func:`row_hashes`) and their feature and label columns, pickled once, by the
+    process that prepared them, so that the shuffle and the trip to a worker process move
+    bytes; :func:`unpack` joins a key's parts. A key's rows come in a part per chunk, so
+    parts are many and small: frames cost a fixed ~0.2 ms each to unpickle and join, numpy
+    arrays ~15 us each to pickle, and strings a pickle operation each. So numbers and
+    codes go as bytes, a text column's distinct values as a list (its values themselves
+    where it has more distinct values than the part has rows: a column of ids, say)."""
+    flat = []
+    for column in columns:
+        if isinstance(column, tuple) and len(column[0]) > len(column[1]):
+            column = column[0][column[1]]
+        if isinstance(column, tuple):
+            flat.append((column[0].tolist(), column[1].dtype.str, column[1].tobytes()))
+        elif column.dtype == object:
+            flat.append((column.tolist(),))
+        else:
+            flat.append((column.dtype.str, column.tobytes()))
+    return pickle.dumps((hashes.tobytes(), flat), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def unpack(plan: Plan, parts: Sequence[bytes]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """A key's rows from its parts (:func:`pack`, this run's own bytes): their holdout
     hashes and their columns' values by name."""
     loaded = [pickle.loads(part) for part in parts]
-    hashes = np.concatenate([h for h, _ in loaded])
-    columns = [np.concatenate([c[0][c[1]] if isinstance(c, tuple) else c for c in column])
+    hashes = np.concatenate([np.frombuffer(h, np.uint64) for h, _ in loaded])
+    columns = [np.concatenate([_array(c) for c in column])
                for column in zip(*(c for _, c in loaded), strict=True)]
-    # Each with numpy's own dtype, not one unpickled (which a model's arrays would keep,
-    # and a pickled model's bytes would then depend on how its rows came in parts).
-    columns = [c.view(np.dtype(c.dtype.str)) for c in columns]
     return hashes, dict(zip([*plan.features, plan.config.label], columns, strict=True))
+
+
+def _array(flat: tuple) -> np.ndarray:
+    """A part's column from what :func:`pack` made of it."""
+    if len(flat) == 2:  # numbers
+        return np.frombuffer(flat[1], flat[0])
+    values = np.empty(len(flat[0]), dtype=object)
+    values[:] = flat[0]
+    return values if len(flat) == 1 else values[np.frombuffer(flat[2], flat[1])]
 
 
 # ---------------------------------------------------------------- holdout, one key

@@ -401,7 +401,7 @@ def run_pipeline(
     with contextlib.ExitStack() as stack:
         stack.enter_context(_torch_hidden(not may_need_torch(compilation)))
         if uses_skops(compilation, beam_args):
-            import skops.io  # noqa: F401 - before Beam: see uses_skops
+            import beam_dsl.transforms.common.skops_io  # noqa: F401 - before Beam: see uses_skops
         from apache_beam import Pipeline
         from apache_beam.options.pipeline_options import DirectOptions
         from apache_beam.yaml import yaml_transform

@@ -22,7 +22,8 @@ def predicts_in_workers(config: ModelConfig) -> bool:
 def worker_modules(config: ModelConfig) -> tuple[str, ...]:
     """What loading ``config``'s model imports: the workers' fork server loads it once
     (:mod:`beam_dsl.transforms.common.workers`)."""
-    loader = ("skops.io",) if (config.path or "").endswith(SKOPS_SUFFIXES) else ()
+    skops = (config.path or "").endswith(SKOPS_SUFFIXES)
+    loader = ("beam_dsl.transforms.common.skops_io",) if skops else ()
     return ("beam_dsl.transforms.inference.predictors",
             REGISTRY.get(config.framework).impl.__module__, *loader)
 

@@ -450,9 +450,9 @@ def _dump(plan: Plan, model: Any) -> dict[str, Any]:
         return {"skipped": f"could not save the model: {type(e).__name__}: {e}"}
     trusted: list[str] = []
     if plan.config.save_to.endswith(modelstore.SKOPS_SUFFIXES):
-        import skops.io
+        from beam_dsl.transforms.common.skops_io import io as skops_io
 
-        trusted = sorted(skops.io.get_untrusted_types(data=data))
+        trusted = sorted(skops_io.get_untrusted_types(data=data))
     return {"model": data, "trusted_types": trusted}
 
 

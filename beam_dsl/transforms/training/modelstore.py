@@ -402,9 +402,9 @@ def save_model(model: Any, path: str) -> str:
 def dump_model(model: Any, path: str) -> bytes:
     """The bytes of ``model`` in the format ``path``'s suffix names."""
     if path.endswith(SKOPS_SUFFIXES):
-        import skops.io
+        from beam_dsl.transforms.common.skops_io import io as skops_io
 
-        return skops.io.dumps(model)
+        return skops_io.dumps(model)
     if path.endswith(".joblib"):
         import joblib
 
@@ -443,13 +443,13 @@ def load_model(path: str, allow_pickle: bool = False, trusted: Sequence[str] = (
     if not os.path.exists(path):
         raise ModelStoreError(f"model file '{path}' does not exist")
     if path.endswith(SKOPS_SUFFIXES):
-        import skops.io
+        from beam_dsl.transforms.common.skops_io import io as skops_io
 
         allowed = list(trusted)
-        untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in allowed]
+        untrusted = [t for t in skops_io.get_untrusted_types(file=path) if t not in allowed]
         if untrusted:
             raise UntrustedTypes(path, untrusted)
-        return skops.io.load(path, trusted=allowed or None)
+        return skops_io.load(path, trusted=allowed or None)
     if path.endswith(PICKLE_SUFFIXES):
         if not allow_pickle:
             raise ModelStoreError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from beam_dsl.transforms.inference.frameworks import REGISTRY
-from beam_dsl.transforms.training.modelstore import SKOPS_SUFFIXES
+from beam_dsl.transforms.training.modelstore import format_modules
 
 if TYPE_CHECKING:  # beam_dsl.ir.model imports this package
     from beam_dsl.ir.model import ModelConfig
@@ -22,10 +22,8 @@ def predicts_in_workers(config: ModelConfig) -> bool:
 def worker_modules(config: ModelConfig) -> tuple[str, ...]:
     """What loading ``config``'s model imports: the workers' fork server loads it once
     (:mod:`beam_dsl.transforms.common.workers`)."""
-    skops = (config.path or "").endswith(SKOPS_SUFFIXES)
-    loader = ("beam_dsl.transforms.common.skops_io",) if skops else ()
     return ("beam_dsl.transforms.inference.predictors",
-            REGISTRY.get(config.framework).impl.__module__, *loader)
+            REGISTRY.get(config.framework).impl.__module__, *format_modules(config.path or ""))
 
 
 def __getattr__(name: str) -> Any:

@@ -13,13 +13,10 @@ if TYPE_CHECKING:  # beam_dsl.ir.train imports this package
 def worker_modules(config: TrainConfig) -> tuple[str, ...]:
     """What fitting a TRAIN's keys imports: a worker process's fork server loads it once
     for all workers (:mod:`beam_dsl.transforms.common.workers`)."""
-    save_to = config.save_to
-    serializer = ("joblib",) if save_to.endswith(".joblib") else ()
-    if save_to.endswith(modelstore.SKOPS_SUFFIXES):
-        serializer = ("beam_dsl.transforms.common.skops_io",)
     estimator = config.estimator.callable.rpartition(".")[0]
     return ("beam_dsl.transforms.training.fit", "sklearn.compose", "sklearn.pipeline",
-            "sklearn.preprocessing", "sklearn.metrics", estimator, *serializer)
+            "sklearn.preprocessing", "sklearn.metrics", estimator,
+            *modelstore.format_modules(config.save_to))
 
 
 def __getattr__(name: str) -> Any:

@@ -399,6 +399,14 @@ def save_model(model: Any, path: str) -> str:
     return write_model(dump_model(model, path), path)
 
 
+def format_modules(path: str) -> tuple[str, ...]:
+    """What reads and writes model files in ``path``'s format (:func:`dump_model`,
+    :func:`load_model`): a workers' fork server preloads it."""
+    if path.endswith(SKOPS_SUFFIXES):
+        return ("beam_dsl.transforms.common.skops_io",)
+    return ("joblib",) if path.endswith(PICKLE_SUFFIXES) else ()
+
+
 def dump_model(model: Any, path: str) -> bytes:
     """The bytes of ``model`` in the format ``path``'s suffix names."""
     if path.endswith(SKOPS_SUFFIXES):
